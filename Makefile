@@ -1,0 +1,85 @@
+# luahub -- the four doors: make, make test, make run, make bench.
+# Sources are discovered: every core/*.c is part of the hub, every
+# tests/unit/test_*.c is a unit test linked against the core (minus main.c).
+
+CC      ?= cc
+PORT    ?= 7400
+HANDLERS ?= handlers
+
+PKGS     := lua5.4 libev
+WARN     := -Wall -Wextra -Werror -Wno-unused-parameter
+CSTD     := -std=c11 -D_GNU_SOURCE
+INCS     := -Icore $(shell pkg-config --cflags lua5.4 2>/dev/null)
+OPT      ?= -O2 -g
+CFLAGS   := $(CSTD) $(OPT) $(WARN) $(INCS) $(EXTRA_CFLAGS)
+LDLIBS   := -lev $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4) -llua5.4-cjson -lm
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+CORE_SRC := $(wildcard core/*.c)
+LIB_SRC  := $(filter-out core/main.c,$(CORE_SRC))
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+HDRS     := $(wildcard core/*.h) tests/unit/unit.h
+
+OBJ      := $(patsubst core/%.c,build/obj/%.o,$(CORE_SRC))
+LIB_OBJ  := $(patsubst core/%.c,build/obj/%.o,$(LIB_SRC))
+AOBJ     := $(patsubst core/%.c,build/asan/obj/%.o,$(CORE_SRC))
+ALIB_OBJ := $(patsubst core/%.c,build/asan/obj/%.o,$(LIB_SRC))
+UNITS    := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))
+
+.PHONY: all deps asan units test run bench bench-tools lint format clean
+
+all: build/luahub
+
+deps:
+	@scripts/install-deps.sh
+
+build/obj/%.o: core/%.c $(HDRS) | build/obj
+	$(CC) $(CFLAGS) -c $< -o $@
+
+build/luahub: $(OBJ)
+	$(CC) $(CFLAGS) -o $@ $(OBJ) $(LDLIBS)
+
+# The same hub with AddressSanitizer + UndefinedBehaviorSanitizer: the test
+# suite runs its integration tests against this binary too.
+build/asan/obj/%.o: core/%.c $(HDRS) | build/asan/obj
+	$(CC) $(CFLAGS) $(SANFLAGS) -O1 -c $< -o $@
+
+build/asan/luahub: $(AOBJ)
+	$(CC) $(CFLAGS) $(SANFLAGS) -o $@ $(AOBJ) $(LDLIBS)
+
+# Unit tests always build with the sanitizers.
+build/asan/tests/%: tests/unit/%.c $(ALIB_OBJ) $(HDRS) | build/asan/tests
+	$(CC) $(CFLAGS) $(SANFLAGS) -Itests/unit -o $@ $< $(ALIB_OBJ) $(LDLIBS)
+
+asan: build/asan/luahub
+units: $(UNITS)
+
+build/obj build/asan/obj build/asan/tests:
+	@mkdir -p $@
+
+test: deps
+	@$(MAKE) --no-print-directory all asan units bench-tools
+	@tests/run.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	build/luahub --port $(PORT) --handlers $(HANDLERS)
+
+bench-tools: build/loadgen
+
+build/loadgen: $(wildcard bench/*.c) | build/obj
+	$(CC) $(CSTD) -O2 -g $(WARN) -o $@ $(wildcard bench/*.c) -lhiredis -lev -lm -lpthread
+
+bench: deps
+	@$(MAKE) --no-print-directory all bench-tools
+	@bench/run.sh $(if $(QUICK),--quick)
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr $(INCS) core/
+	lua5.4 /usr/bin/luacheck --no-color handlers scripts tests/lua 2>/dev/null || luacheck --no-color handlers scripts tests/lua
+
+format:
+	clang-format -i core/*.c core/*.h bench/*.c tests/unit/*.c
+
+clean:
+	rm -rf build

@@ -1,0 +1,130 @@
+/* commands.c -- the command table, lookup and the checks Redis makes before
+ * running a command (unknown name, arity, RESP2 subscribed mode). */
+#include "commands.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+#include "reply.h"
+
+static const command table[] = {
+    {"ping", -1, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_ping},
+    {"echo", 2, 0, cmd_echo},
+    {"quit", -1, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_quit},
+    {"hello", -1, 0, cmd_hello},
+    {"reset", 1, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_reset},
+    {"select", 2, 0, cmd_select},
+    {"client", -2, 0, cmd_client},
+    {"info", -1, 0, cmd_info},
+    {"command", -1, 0, cmd_command},
+    {"subscribe", -2, CMD_PUBSUB_OK, cmd_subscribe},
+    {"unsubscribe", -1, CMD_PUBSUB_OK, cmd_unsubscribe},
+    {"psubscribe", -2, CMD_PUBSUB_OK, cmd_psubscribe},
+    {"punsubscribe", -1, CMD_PUBSUB_OK, cmd_punsubscribe},
+    {"publish", 3, 0, cmd_publish},
+    {"pubsub", -2, 0, cmd_pubsub},
+    {"hub.call", -3, 0, cmd_hub_call},
+    {"hub.handlers", 1, 0, cmd_hub_handlers},
+    {"hub.reload", -1, 0, cmd_hub_reload},
+};
+
+typedef struct cmd_entry {
+    UT_hash_handle hh;
+    const command *cmd;
+} cmd_entry;
+
+static cmd_entry *lookup;
+#define MAX_CMD_NAME 32
+
+void commands_init(void) {
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        cmd_entry *e = calloc(1, sizeof *e);
+        if (!e) abort();
+        e->cmd = &table[i];
+        HASH_ADD_KEYPTR(hh, lookup, e->cmd->name, strlen(e->cmd->name), e);
+    }
+}
+
+void commands_free(void) {
+    cmd_entry *e, *tmp;
+    HASH_ITER(hh, lookup, e, tmp) {
+        HASH_DEL(lookup, e);
+        free(e);
+    }
+}
+
+const command *commands_table(size_t *n) {
+    *n = sizeof table / sizeof table[0];
+    return table;
+}
+
+/* Returns the command named by a (any case), or NULL. */
+static const command *commands_find(const hstr *a) {
+    char name[MAX_CMD_NAME];
+    if (a->len == 0 || a->len >= MAX_CMD_NAME) return NULL;
+    for (size_t i = 0; i < a->len; i++) name[i] = (char)tolower((unsigned char)a->p[i]);
+    cmd_entry *e;
+    HASH_FIND(hh, lookup, name, a->len, e);
+    return e ? e->cmd : NULL;
+}
+
+/* Replies with Redis's unknown-command error: the name and the first
+ * arguments, up to 128 bytes of them. */
+static void reply_unknown(conn *c, int argc, const hstr *argv) {
+    char args[256];
+    size_t n = 0;
+    args[0] = '\0';
+    for (int i = 1; i < argc && n < 128; i++) {
+        int room = 128 - (int)n;
+        int take = (int)argv[i].len < room ? (int)argv[i].len : room;
+        n += (size_t)snprintf(args + n, sizeof args - n, "'%.*s' ", take, argv[i].p);
+    }
+    int nlen = argv[0].len > 128 ? 128 : (int)argv[0].len;
+    reply_errorf(c, "ERR unknown command '%.*s', with args beginning with: %s", nlen, argv[0].p, args);
+}
+
+void commands_dispatch(conn *c, int argc, const hstr *argv) {
+    const command *cmd = commands_find(&argv[0]);
+    if (!cmd) {
+        reply_unknown(c, argc, argv);
+        return;
+    }
+    c->last_cmd = cmd->name;
+    if ((cmd->arity > 0 && argc != cmd->arity) || (cmd->arity < 0 && argc < -cmd->arity)) {
+        reply_errorf(c, "ERR wrong number of arguments for '%s' command", cmd->name);
+        return;
+    }
+    if (c->proto == 2 && conn_subscriptions(c) && !(cmd->flags & CMD_PUBSUB_OK)) {
+        reply_errorf(c,
+                     "ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
+                     "are allowed in this context",
+                     cmd->name);
+        return;
+    }
+    cmd->fn(c, argc, argv);
+}
+
+int hstr_is(const hstr *a, const char *w) {
+    size_t n = strlen(w);
+    if (a->len != n) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (tolower((unsigned char)a->p[i]) != w[i]) return 0;
+    return 1;
+}
+
+int hstr_to_ll(const hstr *a, long long *out) {
+    char buf[32];
+    if (a->len == 0 || a->len >= sizeof buf) return -1;
+    memcpy(buf, a->p, a->len);
+    buf[a->len] = '\0';
+    char *end;
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    if (errno || *end || isspace((unsigned char)buf[0])) return -1;
+    *out = v;
+    return 0;
+}

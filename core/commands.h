@@ -1,0 +1,75 @@
+/* commands.h -- the command table and dispatch. A command is a function
+ * `void cmd_x(conn *c, int argc, const hstr *argv)`; argv[0] is its name.
+ * Arity follows Redis: n > 0 exactly n words, n < 0 at least -n words.
+ * The table lives in commands.c; implementations are grouped by concern in
+ * cmd_pubsub.c, cmd_server.c (connection and introspection) and cmd_hub.c
+ * (HUB.*). */
+#ifndef LUAHUB_COMMANDS_H
+#define LUAHUB_COMMANDS_H
+
+#include <stddef.h>
+
+#include "conn.h"
+
+/* One argument of a request: points into the connection's query buffer and
+ * is valid only during the command call. Not NUL-terminated. */
+typedef struct hstr {
+    const char *p;
+    size_t len;
+} hstr;
+
+enum {
+    CMD_PUBSUB_OK = 1 << 0, /* allowed in RESP2 subscribed mode */
+    CMD_LISTENER_OK = 1 << 1,/* allowed on a RESP2 unicast-listener connection */
+};
+
+typedef void (*command_fn)(conn *c, int argc, const hstr *argv);
+
+typedef struct command {
+    const char *name; /* lower case */
+    int arity;
+    int flags;
+    command_fn fn;
+} command;
+
+/* Builds the lookup table; call once at start. */
+void commands_init(void);
+void commands_free(void);
+
+/* Looks up and runs one request, replying with Redis's errors for unknown
+ * commands, wrong arity and commands not allowed in subscribed mode. */
+void commands_dispatch(conn *c, int argc, const hstr *argv);
+
+/* Iterates the table (COMMAND). */
+const command *commands_table(size_t *n);
+
+/* 1 if the argument equals the lower-case ASCII word w, case-insensitively. */
+int hstr_is(const hstr *a, const char *w);
+/* Parses a whole signed decimal; returns 0 on success, -1 otherwise. */
+int hstr_to_ll(const hstr *a, long long *out);
+
+/* Implementations (cmd_*.c). */
+void cmd_ping(conn *c, int argc, const hstr *argv);
+void cmd_echo(conn *c, int argc, const hstr *argv);
+void cmd_quit(conn *c, int argc, const hstr *argv);
+void cmd_hello(conn *c, int argc, const hstr *argv);
+void cmd_reset(conn *c, int argc, const hstr *argv);
+void cmd_select(conn *c, int argc, const hstr *argv);
+void cmd_client(conn *c, int argc, const hstr *argv);
+void cmd_info(conn *c, int argc, const hstr *argv);
+void cmd_command(conn *c, int argc, const hstr *argv);
+void cmd_subscribe(conn *c, int argc, const hstr *argv);
+void cmd_unsubscribe(conn *c, int argc, const hstr *argv);
+void cmd_psubscribe(conn *c, int argc, const hstr *argv);
+void cmd_punsubscribe(conn *c, int argc, const hstr *argv);
+void cmd_publish(conn *c, int argc, const hstr *argv);
+void cmd_pubsub(conn *c, int argc, const hstr *argv);
+void cmd_hub_call(conn *c, int argc, const hstr *argv);
+void cmd_hub_handlers(conn *c, int argc, const hstr *argv);
+void cmd_hub_reload(conn *c, int argc, const hstr *argv);
+
+/* Sections the handler runtime contributes to INFO (cmd_hub.c). Appends
+ * "# Handlers\r\n..." text to buf at *len (capacity cap). */
+void info_handlers_section(hub *h, char *buf, size_t *len, size_t cap);
+
+#endif

@@ -1,0 +1,212 @@
+/* main.c -- process start and stop: options, listening sockets, signals, the
+ * per-iteration flush, the once-a-second cron and graceful shutdown. */
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "config.h"
+#include "conn.h"
+#include "handler.h"
+#include "hub.h"
+#include "log.h"
+
+/*---- Listeners ----------------------------------------------------------*/
+
+/* Opens a non-blocking TCP listener on cfg->bind:cfg->port ("*" = every
+ * IPv4 address). Returns the fd or -1 after logging why. */
+static int listen_tcp(const config *cfg) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res;
+    char port[16];
+    snprintf(port, sizeof port, "%d", cfg->port);
+    const char *host = strcmp(cfg->bind, "*") == 0 ? NULL : cfg->bind;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc) {
+        log_warning("Could not resolve bind address '%s': %s", cfg->bind, gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, cfg->tcp_backlog) == 0) break;
+        log_warning("Could not listen on %s:%d: %s", cfg->bind, cfg->port, strerror(errno));
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* Opens a unix-socket listener at cfg->unixsocket with cfg->unixsocketperm. */
+static int listen_unix(const config *cfg) {
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(cfg->unixsocket) >= sizeof sa.sun_path) {
+        log_warning("unixsocket path too long: %s", cfg->unixsocket);
+        return -1;
+    }
+    strcpy(sa.sun_path, cfg->unixsocket);
+    unlink(cfg->unixsocket);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, cfg->tcp_backlog) != 0) {
+        log_warning("Could not listen on unix socket %s: %s", cfg->unixsocket, strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    chmod(cfg->unixsocket, (mode_t)cfg->unixsocketperm);
+    return fd;
+}
+
+/*---- Loop hooks ---------------------------------------------------------*/
+
+/* 1 while some connection still has output to write. */
+static int output_pending(hub *h) {
+    for (conn *c = h->conns; c; c = c->next)
+        if (c->obytes && !(c->flags & CONN_CLOSING)) return 1;
+    return 0;
+}
+
+/* Before the loop blocks: write everything queued this iteration, then free
+ * the connections closed meanwhile; during shutdown, stop once all is out. */
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
+    (void)revents;
+    hub *h = w->data;
+    conn_flush_pending(h);
+    conn_free_closing(h);
+    if (h->shutting_down && !output_pending(h)) ev_break(loop, EVBREAK_ALL);
+}
+
+static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop, (void)revents;
+    conn_cron(w->data);
+}
+
+static void shutdown_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)revents, (void)w;
+    log_warning("Shutdown timeout reached with output still pending; exiting anyway");
+    ev_break(loop, EVBREAK_ALL);
+}
+
+/* SIGTERM/SIGINT: stop accepting and reading, then let flush_cb end the loop
+ * once pending output is written, or the deadline passes. */
+static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents) {
+    (void)revents;
+    hub *h = w->data;
+    if (h->shutting_down) return;
+    log_notice("Received %s, shutting down (flushing output for up to %llds)",
+               w->signum == SIGINT ? "SIGINT" : "SIGTERM", h->cfg.shutdown_timeout);
+    h->shutting_down = 1;
+    if (h->tcp_fd >= 0) ev_io_stop(loop, &h->tcp_w);
+    if (h->unix_fd >= 0) ev_io_stop(loop, &h->unix_w);
+    for (conn *c = h->conns; c; c = c->next) ev_io_stop(loop, &c->rw);
+    ev_timer_init(&h->shutdown_w, shutdown_deadline_cb, (double)h->cfg.shutdown_timeout, 0);
+    h->shutdown_w.data = h;
+    ev_timer_start(loop, &h->shutdown_w);
+}
+
+static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents) {
+    (void)loop, (void)revents;
+    hub *h = w->data;
+    log_notice("Received SIGHUP, rescanning handlers in %s", h->cfg.handlers_dir);
+    if (h->handlers) handlers_rescan(h->handlers);
+}
+
+/*---- Main ---------------------------------------------------------------*/
+
+int main(int argc, char **argv) {
+    static hub H;
+    hub *h = &H;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            config_usage();
+            return 0;
+        }
+        if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-v")) {
+            printf("luahub %s\n", LUAHUB_VERSION);
+            return 0;
+        }
+    }
+    config_defaults(&h->cfg);
+    char err[512];
+    if (config_from_args(&h->cfg, argc - 1, argv + 1, err, sizeof err)) {
+        fprintf(stderr, "luahub: %s\n", err);
+        return 1;
+    }
+    log_level = h->cfg.loglevel;
+    signal(SIGPIPE, SIG_IGN);
+
+    h->loop = ev_default_loop(EVFLAG_AUTO);
+    h->start_time = ev_now(h->loop);
+    h->tcp_fd = h->unix_fd = -1;
+    commands_init();
+    h->router = router_new();
+    if (!h->router) {
+        log_warning("out of memory");
+        return 1;
+    }
+
+    if (h->cfg.port && (h->tcp_fd = listen_tcp(&h->cfg)) < 0) return 1;
+    if (h->cfg.unixsocket[0] && (h->unix_fd = listen_unix(&h->cfg)) < 0) return 1;
+    if (h->tcp_fd < 0 && h->unix_fd < 0) {
+        log_warning("Nothing to listen on: set port or unixsocket");
+        return 1;
+    }
+    if (h->tcp_fd >= 0) {
+        ev_io_init(&h->tcp_w, conn_accept_cb, h->tcp_fd, EV_READ);
+        h->tcp_w.data = h;
+        ev_io_start(h->loop, &h->tcp_w);
+    }
+    if (h->unix_fd >= 0) {
+        ev_io_init(&h->unix_w, conn_accept_cb, h->unix_fd, EV_READ);
+        h->unix_w.data = h;
+        ev_io_start(h->loop, &h->unix_w);
+    }
+
+    ev_signal_init(&h->sigterm_w, stop_cb, SIGTERM);
+    ev_signal_init(&h->sigint_w, stop_cb, SIGINT);
+    ev_signal_init(&h->sighup_w, hup_cb, SIGHUP);
+    h->sigterm_w.data = h->sigint_w.data = h->sighup_w.data = h;
+    ev_signal_start(h->loop, &h->sigterm_w);
+    ev_signal_start(h->loop, &h->sigint_w);
+    ev_signal_start(h->loop, &h->sighup_w);
+    ev_prepare_init(&h->flush_w, flush_cb);
+    h->flush_w.data = h;
+    ev_prepare_start(h->loop, &h->flush_w);
+    ev_timer_init(&h->cron_w, cron_cb, 1.0, 1.0);
+    h->cron_w.data = h;
+    ev_timer_start(h->loop, &h->cron_w);
+
+    h->handlers = handlers_new(h);
+
+    log_notice("luahub %s started, pid %d, listening on %s:%d%s%s", LUAHUB_VERSION, (int)getpid(), h->cfg.bind,
+               h->cfg.port, h->unix_fd >= 0 ? " and " : "", h->unix_fd >= 0 ? h->cfg.unixsocket : "");
+    log_notice("Ready to accept connections");
+    ev_run(h->loop, 0);
+
+    /* Shutdown: close every connection, then the runtime and the router. */
+    conn_flush_pending(h);
+    for (conn *c = h->conns; c; c = c->next) conn_close(c, NULL);
+    conn_free_closing(h);
+    handlers_free(h->handlers);
+    router_free(h->router);
+    commands_free();
+    conn_release_caches();
+    if (h->tcp_fd >= 0) close(h->tcp_fd);
+    if (h->unix_fd >= 0) {
+        close(h->unix_fd);
+        unlink(h->cfg.unixsocket);
+    }
+    ev_loop_destroy(h->loop);
+    log_notice("luahub is now ready to exit, bye bye...");
+    return 0;
+}

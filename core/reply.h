@@ -1,0 +1,35 @@
+/* reply.h -- every byte of protocol the hub sends is written here. Commands
+ * call these helpers; RESP2 versus RESP3 is decided in this one place
+ * (maps become flat arrays, pushes become arrays, null becomes $-1 ...). */
+#ifndef LUAHUB_REPLY_H
+#define LUAHUB_REPLY_H
+
+#include <stddef.h>
+
+#include "conn.h"
+
+void reply_raw(conn *c, const char *p, size_t n);     /* pre-encoded bytes */
+void reply_status(conn *c, const char *s);            /* +s */
+void reply_ok(conn *c);                               /* +OK */
+/* -ERR-style error. `s` starts with its code ("ERR ...", "NOPROTO ...");
+ * \r and \n in it are replaced by spaces, as Redis does. */
+void reply_error(conn *c, const char *s);
+void reply_errorf(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void reply_int(conn *c, long long v);
+void reply_bulk(conn *c, const char *p, size_t n);
+void reply_cstr(conn *c, const char *s);              /* bulk from a C string */
+void reply_null(conn *c);                             /* $-1 / _ */
+void reply_null_array(conn *c);                       /* *-1 / _ */
+void reply_array(conn *c, long n);                    /* *n */
+void reply_map(conn *c, long n);                      /* %n / *2n (n pairs) */
+void reply_set(conn *c, long n);                      /* ~n / *n */
+void reply_push(conn *c, long n);                     /* >n / *n */
+void reply_double(conn *c, double d);                 /* ,d / bulk */
+void reply_verbatim(conn *c, const char *p, size_t n);/* =n txt: / bulk */
+
+/* A pub/sub message frame: [message, chan, msg] or [pmessage, pat, chan, msg],
+ * as a push in RESP3. */
+void reply_message(conn *c, const char *pat, size_t plen, const char *chan, size_t clen,
+                   const char *msg, size_t mlen);
+
+#endif

@@ -1,0 +1,293 @@
+/* router.c -- channel and pattern subscriptions and event delivery
+ * (see router.h).
+ *
+ * Data layout: a channel (or pattern) entry holds a dense array of the
+ * subscriptions to it; a subscription (subref) is also kept in its
+ * subscriber's own hash table, keyed by the entry pointer, and remembers its
+ * index in the entry's array, so subscribe, unsubscribe and delivery are all
+ * O(1) per subscription. Pattern entries live in a patindex, so a publish
+ * only visits patterns that can match its channel. */
+#include "router.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <uthash.h>
+
+#include "glob.h"
+#include "patindex.h"
+
+/* A channel or a pattern with its subscriptions. */
+typedef struct entry {
+    UT_hash_handle hh;      /* in router->channels (channels only) */
+    struct subref **subs;
+    size_t n, cap;
+    int is_pattern;
+    size_t len;
+    char name[];
+} entry;
+
+typedef struct subref {
+    UT_hash_handle hh;      /* in the subscriber's channels/patterns, key: e */
+    entry *e;
+    subscriber *s;
+    size_t idx;             /* position in e->subs */
+} subref;
+
+struct router {
+    entry *channels;        /* uthash by name */
+    patindex *patterns;     /* pattern -> entry */
+    uint64_t next_id;
+    uint64_t published;
+    uint64_t deliveries;
+};
+
+/* Creates an empty router; returns NULL if out of memory. */
+router *router_new(void) {
+    router *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->patterns = patindex_new();
+    if (!r->patterns) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* Frees a pattern entry's memory from within patindex_foreach. */
+static int free_pattern_cb(void *udata, const char *pat, size_t plen, void *ctx) {
+    (void)pat, (void)plen, (void)ctx;
+    entry *e = udata;
+    for (size_t i = 0; i < e->n; i++) free(e->subs[i]);
+    free(e->subs);
+    free(e);
+    return 0;
+}
+
+/* Frees the router and every subscription it still holds. Subscribers must
+ * not be used with it afterwards. */
+void router_free(router *r) {
+    if (!r) return;
+    entry *e, *tmp;
+    HASH_ITER(hh, r->channels, e, tmp) {
+        HASH_DEL(r->channels, e);
+        for (size_t i = 0; i < e->n; i++) free(e->subs[i]);
+        free(e->subs);
+        free(e);
+    }
+    patindex_foreach(r->patterns, free_pattern_cb, NULL);
+    patindex_free(r->patterns);
+    free(r);
+}
+
+/* Allocates an entry for name; NULL if out of memory. */
+static entry *entry_new(const char *name, size_t len, int is_pattern) {
+    entry *e = calloc(1, sizeof *e + len + 1);
+    if (!e) return NULL;
+    memcpy(e->name, name, len);
+    e->len = len;
+    e->is_pattern = is_pattern;
+    return e;
+}
+
+/* Links subscriber s to entry e (not yet linked). Returns 1, or -1 if out of
+ * memory. */
+static int link_sub(entry *e, subscriber *s) {
+    if (e->n == e->cap) {
+        size_t cap = e->cap ? e->cap * 2 : 4;
+        subref **subs = realloc(e->subs, cap * sizeof *subs);
+        if (!subs) return -1;
+        e->subs = subs;
+        e->cap = cap;
+    }
+    subref *ref = calloc(1, sizeof *ref);
+    if (!ref) return -1;
+    ref->e = e;
+    ref->s = s;
+    ref->idx = e->n;
+    e->subs[e->n++] = ref;
+    if (e->is_pattern) {
+        HASH_ADD_PTR(s->patterns, e, ref);
+        s->npatterns++;
+    } else {
+        HASH_ADD_PTR(s->channels, e, ref);
+        s->nchannels++;
+    }
+    return 1;
+}
+
+/* Unlinks ref from its entry and subscriber and frees it. Returns 1 if the
+ * entry has no subscribers left. */
+static int unlink_sub(subref *ref) {
+    entry *e = ref->e;
+    subscriber *s = ref->s;
+    e->subs[ref->idx] = e->subs[--e->n];
+    e->subs[ref->idx]->idx = ref->idx;
+    if (e->is_pattern) {
+        HASH_DEL(s->patterns, ref);
+        s->npatterns--;
+    } else {
+        HASH_DEL(s->channels, ref);
+        s->nchannels--;
+    }
+    free(ref);
+    return e->n == 0;
+}
+
+/* Frees a channel entry that has no subscribers left. */
+static void drop_channel(router *r, entry *e) {
+    HASH_DEL(r->channels, e);
+    free(e->subs);
+    free(e);
+}
+
+/* Frees a pattern entry that has no subscribers left. */
+static void drop_pattern(router *r, entry *e) {
+    patindex_remove(r->patterns, e->name, e->len);
+    free(e->subs);
+    free(e);
+}
+
+int router_subscribe(router *r, subscriber *s, const char *chan, size_t len) {
+    entry *e;
+    HASH_FIND(hh, r->channels, chan, len, e);
+    if (e) {
+        subref *ref;
+        HASH_FIND_PTR(s->channels, &e, ref);
+        if (ref) return 0;
+    } else {
+        if (!(e = entry_new(chan, len, 0))) return -1;
+        HASH_ADD_KEYPTR(hh, r->channels, e->name, e->len, e);
+    }
+    if (link_sub(e, s) < 0) {
+        if (e->n == 0) drop_channel(r, e);
+        return -1;
+    }
+    return 1;
+}
+
+int router_psubscribe(router *r, subscriber *s, const char *pat, size_t len) {
+    entry *e = patindex_get(r->patterns, pat, len);
+    if (e) {
+        subref *ref;
+        HASH_FIND_PTR(s->patterns, &e, ref);
+        if (ref) return 0;
+    } else {
+        if (!(e = entry_new(pat, len, 1))) return -1;
+        if (patindex_add(r->patterns, e->name, e->len, e) < 0) {
+            free(e);
+            return -1;
+        }
+    }
+    if (link_sub(e, s) < 0) {
+        if (e->n == 0) drop_pattern(r, e);
+        return -1;
+    }
+    return 1;
+}
+
+int router_unsubscribe(router *r, subscriber *s, const char *chan, size_t len) {
+    entry *e;
+    HASH_FIND(hh, r->channels, chan, len, e);
+    if (!e) return 0;
+    subref *ref;
+    HASH_FIND_PTR(s->channels, &e, ref);
+    if (!ref) return 0;
+    if (unlink_sub(ref)) drop_channel(r, e);
+    return 1;
+}
+
+int router_punsubscribe(router *r, subscriber *s, const char *pat, size_t len) {
+    entry *e = patindex_get(r->patterns, pat, len);
+    if (!e) return 0;
+    subref *ref;
+    HASH_FIND_PTR(s->patterns, &e, ref);
+    if (!ref) return 0;
+    if (unlink_sub(ref)) drop_pattern(r, e);
+    return 1;
+}
+
+/* Iterates a subscriber's table; safe against fn removing the current item. */
+static void foreach_of(subref *table, router_name_fn fn, void *ctx) {
+    subref *ref, *tmp;
+    HASH_ITER(hh, table, ref, tmp) fn(ref->e->name, ref->e->len, ctx);
+}
+
+void router_foreach_channel_of(router *r, subscriber *s, router_name_fn fn, void *ctx) {
+    (void)r;
+    foreach_of(s->channels, fn, ctx);
+}
+
+void router_foreach_pattern_of(router *r, subscriber *s, router_name_fn fn, void *ctx) {
+    (void)r;
+    foreach_of(s->patterns, fn, ctx);
+}
+
+void router_unsubscribe_all(router *r, subscriber *s) {
+    subref *ref, *tmp;
+    HASH_ITER(hh, s->channels, ref, tmp) {
+        entry *e = ref->e;
+        if (unlink_sub(ref)) drop_channel(r, e);
+    }
+    HASH_ITER(hh, s->patterns, ref, tmp) {
+        entry *e = ref->e;
+        if (unlink_sub(ref)) drop_pattern(r, e);
+    }
+}
+
+typedef struct publish_ctx {
+    delivery d;
+    size_t receivers;
+} publish_ctx;
+
+/* Delivers to every subscriber of one matching pattern entry. */
+static int deliver_pattern_cb(void *udata, const char *pat, size_t plen, void *ctx) {
+    entry *e = udata;
+    publish_ctx *pc = ctx;
+    pc->d.pattern = pat;
+    pc->d.plen = plen;
+    for (size_t i = 0; i < e->n; i++) e->subs[i]->s->deliver(e->subs[i]->s, &pc->d);
+    pc->receivers += e->n;
+    return 0;
+}
+
+/* Milliseconds since the epoch, for event timestamps. */
+static double now_ms(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec * 1000.0 + (double)tv.tv_usec / 1000.0;
+}
+
+size_t router_publish(router *r, const char *chan, size_t clen, const char *msg, size_t mlen) {
+    publish_ctx pc = {.d = {NULL, 0, chan, clen, msg, mlen, ++r->next_id, 0}, .receivers = 0};
+    pc.d.time_ms = now_ms();
+    entry *e;
+    HASH_FIND(hh, r->channels, chan, clen, e);
+    if (e) {
+        for (size_t i = 0; i < e->n; i++) e->subs[i]->s->deliver(e->subs[i]->s, &pc.d);
+        pc.receivers += e->n;
+    }
+    if (patindex_count(r->patterns)) patindex_match(r->patterns, chan, clen, deliver_pattern_cb, &pc);
+    r->published++;
+    r->deliveries += pc.receivers;
+    return pc.receivers;
+}
+
+size_t router_channel_count(const router *r) { return HASH_COUNT(r->channels); }
+size_t router_pattern_count(const router *r) { return patindex_count(r->patterns); }
+
+size_t router_numsub(router *r, const char *chan, size_t len) {
+    entry *e;
+    HASH_FIND(hh, r->channels, chan, len, e);
+    return e ? e->n : 0;
+}
+
+void router_foreach_channel(router *r, const char *pat, size_t plen, router_name_fn fn, void *ctx) {
+    entry *e, *tmp;
+    HASH_ITER(hh, r->channels, e, tmp) {
+        if (!pat || glob_match(pat, plen, e->name, e->len)) fn(e->name, e->len, ctx);
+    }
+}
+
+uint64_t router_events_published(const router *r) { return r->published; }
+uint64_t router_deliveries(const router *r) { return r->deliveries; }

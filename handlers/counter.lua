@@ -1,0 +1,34 @@
+-- counter: the DESIGN.md example. Shows a broadcast subscription (orders.*.v1), a
+-- request/reply listener (orders.count.v1, answered with a number) and state that
+-- survives a hot reload through snapshot/on_reload.
+--
+-- Each order event is acknowledged on orders.seen.v1 as {"n": <count>, "name": <event>}.
+-- orders.seen.v1 itself matches orders.*.v1, so the counter ignores it: otherwise every
+-- acknowledgement would be counted and acknowledged again, forever.
+local hub = require("hub")
+local cjson = require("cjson")
+
+local SEEN = "orders.seen.v1"
+
+local seen = 0
+
+return {
+  subscribe = { "orders.*.v1" },
+  on_event = function(ev)
+    if ev.name == SEEN then return end
+    seen = seen + 1
+    hub.publish(SEEN, cjson.encode({ n = seen, name = ev.name }))
+  end,
+
+  listen = { "orders.count.v1" },
+  on_call = function()
+    return seen -- a number: the hub replies with tostring(seen)
+  end,
+
+  snapshot = function()
+    return { seen = seen }
+  end,
+  on_reload = function(old)
+    seen = old and old.seen or 0 -- old is nil if the previous version kept no snapshot
+  end,
+}
