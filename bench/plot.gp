@@ -20,8 +20,8 @@ if (nr > 0) {
          ratios skip 1 using 0:2:(sprintf("%.2f", $2)) with labels offset 0,0.8, \
          1 with lines lw 2 dt 2 lc rgb "black"
 } else {
-    set label 1 "no throughput ratios in this run" at screen 0.5, 0.75 center
-    plot [0:1] NaN notitle
+    set label 1 "no throughput ratios in this run" at graph 0.5, 0.5 center
+    plot [0:1][0:1] 2 notitle
     unset label 1
 }
 
@@ -38,7 +38,8 @@ if (ns > 0) {
     plot for [i=2:ns+1] lat using i:xtic(1) title columnheader(i)
 } else {
     unset logscale y
-    set label 1 "no latency scenarios in this run" at screen 0.5, 0.25 center
-    plot [0:1] NaN notitle
+    unset style data
+    set label 1 "no latency scenarios in this run" at graph 0.5, 0.5 center
+    plot [0:1][0:1] 2 notitle
 }
 unset multiplot

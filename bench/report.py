@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 METRIC_NAMES = {"p50_us": "p50", "p90_us": "p90", "p99_us": "p99", "p999_us": "p99.9", "max_us": "max"}
 LAT_FIELDS = ["p50_us", "p90_us", "p99_us", "p999_us", "max_us"]
 CSV_FIELDS = ["scenario", "metric", "title", "unit", "better", "applies", "luahub", "redis", "ratio",
-              "luahub_spread_pct", "redis_spread_pct", "luahub_n", "redis_n", "target", "met", "note",
+              "luahub_spread_pct", "redis_spread_pct", "luahub_n", "redis_n", "target", "target_value", "met", "note",
               "luahub_errors", "redis_errors", "profile", "reps"]
 
 
@@ -110,11 +110,12 @@ def build_rows(defs, samples, errors, meta):
             rv = values(samples, rk, metric) if rk else []
             hm, rm = median(hv), median(rv)
             ratio = hm / rm if hm is not None and rm else None
-            target, met, note = d["target"], "", ""
+            target, met, note, tval = d["target"], "", "", None
             if d["redis"].startswith("@"):
                 note = "redis column: %s" % by_id.get(d["redis"][1:], {}).get("title", d["redis"][1:])
             if target.startswith("ratio>=") or target.startswith("ratio<="):
                 x = float(target[7:])
+                tval = ratio
                 if ratio is not None:
                     met = "yes" if (ratio >= x if target[5] == ">" else ratio <= x) else "NO"
                 target = "luahub/redis %s %s" % ("≥" if target[5] == ">" else "≤", target[7:])
@@ -128,15 +129,16 @@ def build_rows(defs, samples, errors, meta):
                 keep_r = 100.0 * rm / r_ref if rm is not None and r_ref else None
                 if keep_h is not None:
                     met = "yes" if keep_h >= 100 * x else "NO"
-                target = "luahub keeps ≥ %.0f%% of its own %s" % (100 * x, ref)
-                note = "luahub keeps %s, redis keeps %s of their %s rate" % (pct(keep_h), pct(keep_r), ref)
+                    tval = keep_h / 100
+                target = "luahub ≥ %.0f%% of its own %s: keeps **%s** (redis keeps %s)" % (
+                    100 * x, ref, pct(keep_h), pct(keep_r))
             he = len(errors.get((d["id"], "hub"), [])) if hub_applies else 0
             re_ = len(errors.get(rk, [])) if rk and not d["redis"].startswith("@") else 0
             rows.append(dict(
                 scenario=d["id"], metric=metric, title=title, unit=d["unit"], better=d["better"],
                 applies="both" if hub_applies and rk else ("luahub" if hub_applies else "redis"),
                 luahub=hm, redis=rm, ratio=ratio, luahub_spread_pct=spread(hv), redis_spread_pct=spread(rv),
-                luahub_n=len(hv), redis_n=len(rv), target=target, met=met, note=note,
+                luahub_n=len(hv), redis_n=len(rv), target=target, target_value=tval, met=met, note=note,
                 luahub_errors=he, redis_errors=re_, profile=meta.get("profile", ""), reps=meta.get("reps", ""),
                 chart=d["chart"], label=d["label"]))
     return rows
@@ -148,7 +150,7 @@ def markdown(rows, defs, samples, errors, meta):
     out.append("# luahub vs redis-server — %s" % meta.get("date", ""))
     out.append("")
     if meta.get("profile") == "tiny":
-        out.append("**Profile `tiny`: a smoke run (1 short repetition). These numbers are not a benchmark.**")
+        out.append("**Profile `tiny`: a smoke run (very short measurements). These numbers are not a benchmark.**")
         out.append("")
     if slot_is_redis:
         out.append("**The luahub column was measured against a second redis-server** (`HUB_CMD` = `%s`): "
@@ -190,10 +192,18 @@ def markdown(rows, defs, samples, errors, meta):
         probs.append("- %s on %s: %d failed run(s), e.g. `%s`" % (sc, "luahub" if srv == "hub" else "redis",
                                                                   len(errs), errs[0][:200]))
     for (sc, srv), rs in sorted(samples.items()):
+        who = "luahub" if srv == "hub" else "redis"
         lost = sum(int(r.get("lost", 0)) for r in rs)
         if lost:
-            probs.append("- %s on %s: %d message(s) published but never delivered"
-                         % (sc, "luahub" if srv == "hub" else "redis", lost))
+            probs.append("- %s on %s: %d message(s) published but never delivered" % (sc, who, lost))
+        extra = sum(int(r.get("extra", 0)) for r in rs)
+        if extra:
+            probs.append("- %s on %s: %d more deliveries than published × subscribers (duplicates?)"
+                         % (sc, who, extra))
+        overrun = sum(int(r.get("overrun", 0)) for r in rs)
+        if overrun:
+            probs.append("- %s on %s: %d calls not sent: 65,536 already in flight on a connection"
+                         % (sc, who, overrun))
     if probs:
         out.append("")
         out.append("Problems:")
@@ -228,9 +238,10 @@ def write_csv(rows, path):
         w.writeheader()
         for r in rows:
             r2 = dict(r)
-            for k in ("luahub", "redis", "ratio", "luahub_spread_pct", "redis_spread_pct"):
+            for k in ("luahub", "redis", "ratio", "luahub_spread_pct", "redis_spread_pct", "target_value"):
                 v = r2[k]
-                r2[k] = "" if v is None else ("%.4g" % v if k == "ratio" else "%.6g" % v)
+                r2[k] = "" if v is None else ("%.4f" % v).rstrip("0").rstrip(".")
+            r2["target"] = r2["target"].replace("**", "")
             w.writerow(r2)
 
 
@@ -245,8 +256,8 @@ def chart(rows, defs, samples, outdir, png, meta):
         f.write("label ratio met\n")
         for r in rows:
             if r["chart"] == "ratio" and r["ratio"] is not None:
-                f.write('"%s" %.4f %d\n' % (r["label"], r["ratio"], 1 if r["met"] == "yes" else
-                                            (0 if r["met"] == "NO" else 2)))
+                met = r["met"] if r["target"].startswith("luahub/redis") else ""  # colour ratio targets only
+                f.write('"%s" %.4f %d\n' % (r["label"], r["ratio"], 1 if met == "yes" else (0 if met == "NO" else 2)))
                 nr += 1
     series = []
     for d in defs:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh -- luahub against redis-server, every scenario, in the same run.
 #
-#   bench/run.sh            full run   (5 repetitions, 0.5 s warm-up + 2 s per measurement)
+#   bench/run.sh            full run   (5 repetitions, 0.5 s warm-up + 2 s per measurement; ~7 min)
 #   bench/run.sh --quick    under a minute (3 repetitions, short measurements)
 #   bench/run.sh --tiny     ~15 s smoke run for `make test` (1 repetition; numbers are
 #                           not a benchmark, but every scenario produces one)
@@ -21,7 +21,7 @@
 # Adding a scenario: call `scenario` (see below) from a file in bench/scenarios.d/*.sh;
 # bench/scenarios.d/README.md has the details and two ready-made examples.
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 
 PROFILE=${BENCH_PROFILE:-full}
@@ -55,7 +55,7 @@ done
 # that numbers stay comparable, only their precision changes.
 case $PROFILE in
 full)  REPS=${REPS:-5}; WARMUP=0.5;  DURATION=2;   DRAIN=2 ;;
-quick) REPS=${REPS:-3}; WARMUP=0.15; DURATION=0.4; DRAIN=1 ;;
+quick) REPS=${REPS:-3}; WARMUP=0.08; DURATION=0.25; DRAIN=1 ;;
 tiny)  REPS=${REPS:-1}; WARMUP=0.05; DURATION=0.15; DRAIN=0.5 ;;
 *) echo "run.sh: unknown profile $PROFILE" >&2; exit 2 ;;
 esac
@@ -79,10 +79,10 @@ declare -a OUR_PIDS=()
 declare -A SRV_PID SRV_PORT
 
 stop_pid() {
-    local pid=$1 i
+    local pid=$1
     kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
     kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 250); do
+    for _ in $(seq 250); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.02
     done
@@ -91,6 +91,7 @@ stop_pid() {
     return 0
 }
 
+# shellcheck disable=SC2317  # called from the trap
 cleanup() {
     local pid
     for pid in "${OUR_PIDS[@]}"; do stop_pid "$pid"; done
@@ -115,8 +116,8 @@ ping_ok() { # port
 
 # start_server NAME TEMPLATE -> SRV_PID[NAME], SRV_PORT[NAME]; the log is $WORK/NAME.log
 start_server() {
-    local name=$1 tmpl=$2 attempt port pid cmd deadline
-    for attempt in 1 2 3; do
+    local name=$1 tmpl=$2 port pid cmd deadline
+    for _ in 1 2 3; do
         port=$(free_port)
         cmd=${tmpl//\{port\}/$port}
         # the subshell execs the server, so $! is the server's own PID
@@ -170,9 +171,9 @@ scenario() {
     local id=$1 kv
     shift
     SC_IDS+=("$id")
-    SC[$id.title]=$id SC[$id.hub]=- SC[$id.redis]== SC[$id.metrics]=msgs_per_s
-    SC[$id.unit]=msg/s SC[$id.better]=higher SC[$id.target]= SC[$id.fresh]=0
-    SC[$id.during]= SC[$id.settle]=0 SC[$id.chart]= SC[$id.label]=$id
+    SC[$id.title]=$id SC[$id.hub]=- SC[$id.redis]="=" SC[$id.metrics]=msgs_per_s
+    SC[$id.unit]=msg/s SC[$id.better]=higher SC[$id.target]='' SC[$id.fresh]=0
+    SC[$id.during]='' SC[$id.settle]=0 SC[$id.chart]='' SC[$id.label]=$id
     for kv in "$@"; do SC[$id.${kv%%=*}]=${kv#*=}; done
     if [ -z "${SC[$id.chart]}" ]; then
         case ${SC[$id.unit]} in */s) SC[$id.chart]=ratio ;; *) SC[$id.chart]=none ;; esac
@@ -229,7 +230,7 @@ done
 # run_one ID SERVER REP: one loadgen run, appended to $RAW as
 #   {"scenario":..,"server":..,"rep":..,"result":{loadgen's line}}
 run_one() {
-    local id=$1 srv=$2 rep=$3 args port pid out rc during_pid= t0=${EPOCHREALTIME/./}
+    local id=$1 srv=$2 rep=$3 args port pid out rc during_pid='' t0=${EPOCHREALTIME/./}
     if [ "$srv" = hub ]; then args=${SC[$id.hub]}; else args=${SC[$id.redis]}; fi
     [ "$args" = "=" ] && args=${SC[$id.hub]}
     case $args in -|@*|"") return 0 ;; esac
@@ -237,8 +238,16 @@ run_one() {
         start_server "$srv-fresh" "$(server_cmd "$srv")" || return 1
         port=${SRV_PORT[$srv-fresh]} pid=${SRV_PID[$srv-fresh]}
     else
+        if ! kill -0 "${SRV_PID[$srv]}" 2>/dev/null; then
+            # it died (a crash in an earlier scenario): say so, restart, go on
+            printf '{"scenario":"%s","server":"%s","rep":%d,"result":{"error":"server had exited before this run (after %s); restarted"}}\n' \
+                "$id" "$srv" "$rep" "$LAST_RUN" >>"$RAW"
+            wait "${SRV_PID[$srv]}" 2>/dev/null
+            start_server "$srv" "$(server_cmd "$srv")" || return 1
+        fi
         port=${SRV_PORT[$srv]} pid=${SRV_PID[$srv]}
     fi
+    LAST_RUN="$id/$rep"
     if [ -n "${SC[$id.during]}" ]; then
         # its own process group (setsid does not fork here), stopped as a group
         PORT=$port PID=$pid SERVER=$srv ROOT=$ROOT setsid bash -c "${SC[$id.during]}" \
@@ -271,6 +280,7 @@ for id in "${SC_IDS[@]}"; do
 done
 
 START=$SECONDS
+LAST_RUN=start
 start_server hub "$HUB_CMD" || exit 1
 start_server redis "$REDIS_CMD" || exit 1
 echo "bench: profile=$PROFILE reps=$REPS warmup=${WARMUP}s duration=${DURATION}s pin=$PIN" >&2
@@ -313,4 +323,7 @@ $PY "$ROOT/bench/report.py" --raw "$RAW" --defs "$DEFS" --meta "$META" --out "$R
     --stamp "$([ "$PROFILE" = tiny ] || echo "$STAMP")"
 rc=$?
 cp "$RAW" "$RESULTS/latest-raw.jsonl.tmp" 2>/dev/null
+for f in "$WORK"/*.log "$WORK"/loadgen.err; do   # server logs, for post-mortems
+    [ -s "$f" ] && cp "$f" "$RESULTS/latest-$(basename "$f").tmp"
+done
 exit $rc

@@ -81,7 +81,7 @@ void cmd_hello(conn *c, int argc, const hstr *argv) {
             return;
         }
         if (ver < 2 || ver > 3) {
-            reply_error(c, "NOPROTO sorry, this protocol version is not supported.");
+            reply_error(c, "NOPROTO unsupported protocol version");
             return;
         }
         i = 2;
@@ -142,6 +142,30 @@ void cmd_client(conn *c, int argc, const hstr *argv) {
         if (c->name) reply_cstr(c, c->name);
         else reply_null(c);
     } else if (hstr_is(sub, "list")) {
+        /* Filters: TYPE normal|pubsub (others match nothing), ID id [id ...]. */
+        int type = 0; /* 0 any, 1 normal, 2 pubsub, 3 none */
+        int ids_from = 0;
+        if (argc >= 4 && hstr_is(&argv[2], "type") && argc == 4) {
+            type = hstr_is(&argv[3], "normal") ? 1 : hstr_is(&argv[3], "pubsub") ? 2 : 3;
+            if (type == 3 && !hstr_is(&argv[3], "master") && !hstr_is(&argv[3], "replica") &&
+                !hstr_is(&argv[3], "slave")) {
+                int n = argv[3].len > 128 ? 128 : (int)argv[3].len;
+                reply_errorf(c, "ERR Unknown client type '%.*s'", n, argv[3].p);
+                return;
+            }
+        } else if (argc >= 4 && hstr_is(&argv[2], "id")) {
+            ids_from = 3;
+            for (int i = 3; i < argc; i++) {
+                long long id;
+                if (hstr_to_ll(&argv[i], &id) || id <= 0) {
+                    reply_error(c, "ERR Invalid client ID");
+                    return;
+                }
+            }
+        } else if (argc != 2) {
+            reply_error(c, "ERR syntax error");
+            return;
+        }
         size_t cap = 512 * (c->hub->nconns + 1), len = 0;
         char *buf = malloc(cap);
         if (!buf) {
@@ -150,6 +174,15 @@ void cmd_client(conn *c, int argc, const hstr *argv) {
         }
         for (conn *o = c->hub->conns; o; o = o->next) {
             if (o->flags & CONN_CLOSING) continue;
+            if (type && type != (conn_subscriptions(o) ? 2 : 1)) continue;
+            if (ids_from) {
+                int found = 0;
+                for (int i = ids_from; i < argc; i++) {
+                    long long id;
+                    if (hstr_to_ll(&argv[i], &id) == 0 && (uint64_t)id == o->id) found = 1;
+                }
+                if (!found) continue;
+            }
             int n = conn_describe(o, buf + len, cap - len - 1);
             if (n < 0 || (size_t)n >= cap - len - 1) break;
             len += (size_t)n;
@@ -304,6 +337,11 @@ void cmd_command(conn *c, int argc, const hstr *argv) {
         }
     } else if (hstr_is(&argv[1], "docs")) {
         reply_map(c, 0);
+    } else if (hstr_is(&argv[1], "help")) {
+        static const char *help[] = {"COMMAND <subcommand> [<arg> ...]. Subcommands are:", "(no subcommand)",
+                                     "COUNT", "INFO [<command-name> ...]", "DOCS [<command-name> ...]"};
+        reply_array(c, (long)(sizeof help / sizeof help[0]));
+        for (size_t i = 0; i < sizeof help / sizeof help[0]; i++) reply_status(c, help[i]);
     } else {
         int len = argv[1].len > 128 ? 128 : (int)argv[1].len;
         reply_errorf(c, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try COMMAND HELP.", len,

@@ -11,25 +11,46 @@
 
 #include "reply.h"
 
+/* Subcommands are validated (name, arity, subscribed mode) by the
+ * dispatcher, with Redis's "parent|sub" names in errors; the parent's
+ * function then does the work. */
+static const command client_subs[] = {
+    {"client|id", 2, 0, NULL, NULL},       {"client|setname", 3, 0, NULL, NULL},
+    {"client|getname", 2, 0, NULL, NULL},  {"client|list", -2, 0, NULL, NULL},
+    {"client|info", 2, 0, NULL, NULL},     {"client|setinfo", 4, 0, NULL, NULL},
+    {"client|help", 2, 0, NULL, NULL},     {NULL, 0, 0, NULL, NULL},
+};
+static const command pubsub_subs[] = {
+    {"pubsub|channels", -2, 0, NULL, NULL},      {"pubsub|numsub", -2, 0, NULL, NULL},
+    {"pubsub|numpat", 2, 0, NULL, NULL},         {"pubsub|shardchannels", -2, 0, NULL, NULL},
+    {"pubsub|shardnumsub", -2, 0, NULL, NULL},   {"pubsub|help", 2, 0, NULL, NULL},
+    {NULL, 0, 0, NULL, NULL},
+};
+static const command command_subs[] = {
+    {"command|count", 2, 0, NULL, NULL}, {"command|info", -2, 0, NULL, NULL},
+    {"command|docs", -2, 0, NULL, NULL}, {"command|help", 2, 0, NULL, NULL},
+    {NULL, 0, 0, NULL, NULL},
+};
+
 static const command table[] = {
-    {"ping", -1, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_ping},
-    {"echo", 2, 0, cmd_echo},
-    {"quit", -1, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_quit},
-    {"hello", -1, 0, cmd_hello},
-    {"reset", 1, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_reset},
-    {"select", 2, 0, cmd_select},
-    {"client", -2, 0, cmd_client},
-    {"info", -1, 0, cmd_info},
-    {"command", -1, 0, cmd_command},
-    {"subscribe", -2, CMD_PUBSUB_OK, cmd_subscribe},
-    {"unsubscribe", -1, CMD_PUBSUB_OK, cmd_unsubscribe},
-    {"psubscribe", -2, CMD_PUBSUB_OK, cmd_psubscribe},
-    {"punsubscribe", -1, CMD_PUBSUB_OK, cmd_punsubscribe},
-    {"publish", 3, 0, cmd_publish},
-    {"pubsub", -2, 0, cmd_pubsub},
-    {"hub.call", -3, 0, cmd_hub_call},
-    {"hub.handlers", 1, 0, cmd_hub_handlers},
-    {"hub.reload", -1, 0, cmd_hub_reload},
+    {"ping", -1, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_ping, NULL},
+    {"echo", 2, 0, cmd_echo, NULL},
+    {"quit", -1, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_quit, NULL},
+    {"hello", -1, 0, cmd_hello, NULL},
+    {"reset", 1, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_reset, NULL},
+    {"select", 2, 0, cmd_select, NULL},
+    {"client", -2, 0, cmd_client, client_subs},
+    {"info", -1, 0, cmd_info, NULL},
+    {"command", -1, 0, cmd_command, command_subs},
+    {"subscribe", -2, CMD_PUBSUB_OK, cmd_subscribe, NULL},
+    {"unsubscribe", -1, CMD_PUBSUB_OK, cmd_unsubscribe, NULL},
+    {"psubscribe", -2, CMD_PUBSUB_OK, cmd_psubscribe, NULL},
+    {"punsubscribe", -1, CMD_PUBSUB_OK, cmd_punsubscribe, NULL},
+    {"publish", 3, 0, cmd_publish, NULL},
+    {"pubsub", -2, 0, cmd_pubsub, pubsub_subs},
+    {"hub.call", -3, 0, cmd_hub_call, NULL},
+    {"hub.handlers", 1, 0, cmd_hub_handlers, NULL},
+    {"hub.reload", -1, 0, cmd_hub_reload, NULL},
 };
 
 typedef struct cmd_entry {
@@ -87,6 +108,14 @@ static void reply_unknown(conn *c, int argc, const hstr *argv) {
     reply_errorf(c, "ERR unknown command '%.*s', with args beginning with: %s", nlen, argv[0].p, args);
 }
 
+/* Finds the subcommand of `parent` named by a, or NULL. */
+static const command *find_sub(const command *parent, const hstr *a) {
+    size_t plen = strlen(parent->name) + 1;
+    for (const command *s = parent->subs; s->name; s++)
+        if (hstr_is(a, s->name + plen)) return s;
+    return NULL;
+}
+
 void commands_dispatch(conn *c, int argc, const hstr *argv) {
     const command *cmd = commands_find(&argv[0]);
     if (!cmd) {
@@ -94,15 +123,27 @@ void commands_dispatch(conn *c, int argc, const hstr *argv) {
         return;
     }
     c->last_cmd = cmd->name;
-    if ((cmd->arity > 0 && argc != cmd->arity) || (cmd->arity < 0 && argc < -cmd->arity)) {
-        reply_errorf(c, "ERR wrong number of arguments for '%s' command", cmd->name);
+    const command *check = cmd;
+    if (cmd->subs && argc >= 2) {
+        if (!(check = find_sub(cmd, &argv[1]))) {
+            int n = argv[1].len > 128 ? 128 : (int)argv[1].len;
+            char upper[16];
+            size_t i = 0;
+            for (; cmd->name[i] && i < sizeof upper - 1; i++) upper[i] = (char)toupper((unsigned char)cmd->name[i]);
+            upper[i] = '\0';
+            reply_errorf(c, "ERR unknown subcommand '%.*s'. Try %s HELP.", n, argv[1].p, upper);
+            return;
+        }
+    }
+    if ((check->arity > 0 && argc != check->arity) || (check->arity < 0 && argc < -check->arity)) {
+        reply_errorf(c, "ERR wrong number of arguments for '%s' command", check->name);
         return;
     }
-    if (c->proto == 2 && conn_subscriptions(c) && !(cmd->flags & CMD_PUBSUB_OK)) {
+    if (c->proto == 2 && conn_subscriptions(c) && !(check->flags & CMD_PUBSUB_OK)) {
         reply_errorf(c,
                      "ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
                      "are allowed in this context",
-                     cmd->name);
+                     check->name);
         return;
     }
     cmd->fn(c, argc, argv);

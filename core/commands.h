@@ -26,10 +26,11 @@ enum {
 typedef void (*command_fn)(conn *c, int argc, const hstr *argv);
 
 typedef struct command {
-    const char *name; /* lower case */
-    int arity;
+    const char *name; /* lower case; "parent|sub" for a subcommand */
+    int arity;        /* a subcommand's arity counts the parent's name too */
     int flags;
-    command_fn fn;
+    command_fn fn;    /* NULL for a subcommand: the parent's fn runs it */
+    const struct command *subs; /* subcommands, terminated by a NULL name */
 } command;
 
 /* Builds the lookup table; call once at start. */

@@ -12,12 +12,15 @@
 #include "hub.h"
 
 /* Creates the runtime and loads the handlers directory. A handler that fails
- * to load is reported and skipped; only a fatal condition (no memory, the
- * directory is not readable) returns NULL with a logged reason. */
+ * to load is reported (HUB.HANDLERS shows it as failed) and does not run.
+ * Only running out of memory returns NULL, with a logged reason; a missing
+ * or unreadable directory is logged and the runtime starts empty, so a later
+ * SIGHUP or HUB.RELOAD can pick the directory up. */
 handlers *handlers_new(hub *h);
 
-/* Rescans the directory: reloads changed files, loads new ones, unloads
- * deleted ones (SIGHUP). */
+/* Rescans the directory: reloads changed files (by content, including the
+ * lib files they required), loads new ones, unloads deleted ones (SIGHUP).
+ * Never fails; each outcome is logged. */
 void handlers_rescan(handlers *hs);
 
 void handlers_free(handlers *hs);

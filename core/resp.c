@@ -370,9 +370,8 @@ resp_status resp_parse(resp_parser *p, char *buf, size_t len, const resp_limits 
             p->is_inline = 1;
             p->scan = 0;
         }
-    }
-    else if (len < p->pos) {
-        return RESP_INCOMPLETE; /* contract broken (fewer bytes than before): read nothing */
+    } else if (len < p->pos) {
+        return RESP_INCOMPLETE; /* contract broken (fewer bytes than before) */
     }
     if (p->state == ST_INLINE) return parse_inline(p, buf, len, lim);
     return parse_multibulk(p, buf, len, lim);

@@ -237,17 +237,29 @@ void router_unsubscribe_all(router *r, subscriber *s) {
 
 typedef struct publish_ctx {
     delivery d;
+    subscriber *origin;
     size_t receivers;
 } publish_ctx;
 
+/* Delivers to every subscription of entry e except the origin's; returns the
+ * number of deliveries. */
+static size_t deliver_entry(entry *e, publish_ctx *pc) {
+    size_t n = 0;
+    for (size_t i = 0; i < e->n; i++) {
+        subscriber *s = e->subs[i]->s;
+        if (s == pc->origin) continue;
+        s->deliver(s, &pc->d);
+        n++;
+    }
+    return n;
+}
+
 /* Delivers to every subscriber of one matching pattern entry. */
 static int deliver_pattern_cb(void *udata, const char *pat, size_t plen, void *ctx) {
-    entry *e = udata;
     publish_ctx *pc = ctx;
     pc->d.pattern = pat;
     pc->d.plen = plen;
-    for (size_t i = 0; i < e->n; i++) e->subs[i]->s->deliver(e->subs[i]->s, &pc->d);
-    pc->receivers += e->n;
+    pc->receivers += deliver_entry(udata, pc);
     return 0;
 }
 
@@ -258,19 +270,21 @@ static double now_ms(void) {
     return (double)tv.tv_sec * 1000.0 + (double)tv.tv_usec / 1000.0;
 }
 
-size_t router_publish(router *r, const char *chan, size_t clen, const char *msg, size_t mlen) {
-    publish_ctx pc = {.d = {NULL, 0, chan, clen, msg, mlen, ++r->next_id, 0}, .receivers = 0};
+size_t router_publish_from(router *r, subscriber *origin, const char *chan, size_t clen, const char *msg,
+                           size_t mlen) {
+    publish_ctx pc = {.d = {NULL, 0, chan, clen, msg, mlen, ++r->next_id, 0}, .origin = origin};
     pc.d.time_ms = now_ms();
     entry *e;
     HASH_FIND(hh, r->channels, chan, clen, e);
-    if (e) {
-        for (size_t i = 0; i < e->n; i++) e->subs[i]->s->deliver(e->subs[i]->s, &pc.d);
-        pc.receivers += e->n;
-    }
+    if (e) pc.receivers += deliver_entry(e, &pc);
     if (patindex_count(r->patterns)) patindex_match(r->patterns, chan, clen, deliver_pattern_cb, &pc);
     r->published++;
     r->deliveries += pc.receivers;
     return pc.receivers;
+}
+
+size_t router_publish(router *r, const char *chan, size_t clen, const char *msg, size_t mlen) {
+    return router_publish_from(r, NULL, chan, clen, msg, mlen);
 }
 
 size_t router_channel_count(const router *r) { return HASH_COUNT(r->channels); }

@@ -69,6 +69,12 @@ void router_unsubscribe_all(router *r, subscriber *s);
  * deliveries were made (PUBLISH's reply). Assigns the event's id. */
 size_t router_publish(router *r, const char *chan, size_t clen, const char *msg, size_t mlen);
 
+/* The same, except that `origin` (may be NULL) is skipped and not counted: a
+ * Lua handler never receives its own publications, so a handler that
+ * publishes into a pattern it subscribes to cannot feed itself forever. */
+size_t router_publish_from(router *r, subscriber *origin, const char *chan, size_t clen, const char *msg,
+                           size_t mlen);
+
 /* Introspection for PUBSUB and INFO. */
 size_t router_channel_count(const router *r);
 size_t router_pattern_count(const router *r);

@@ -286,7 +286,13 @@ class RawClient:
         except ConnectionClosed:
             raise AssertionError("connection closed waiting for %r; got only %r" % (data[:300], bytes(self.buf[:300])))
         if got != data:
-            raise AssertionError("expected %r\n     got %r" % (data[:500], got[:500]))
+            # show a little of what follows, for a readable message
+            try:
+                self._fill(time.monotonic() + 0.05)
+            except (socket.timeout, ConnectionClosed):
+                pass
+            more = bytes(self.buf[:200])
+            raise AssertionError("expected %r\n     got %r (followed by %r)" % (data[:500], got[:500], more))
         return got
 
     def read_reply_raw(self, timeout=None):
@@ -376,6 +382,42 @@ def option_args(config):
     return args
 
 
+def wait_ready(proc, host, port, timeout=READY_TIMEOUT, unix_path=None):
+    """Polls until the server answers PING with +PONG. Returns "ready",
+    "exited" (the process ended) or "timeout"."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return "exited"
+        try:
+            if unix_path:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(0.5)
+                s.connect(unix_path)
+            else:
+                s = socket.create_connection((host, port), timeout=0.5)
+        except OSError:
+            time.sleep(0.005)
+            continue
+        try:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
+            got = b""
+            while len(got) < 7:
+                d = s.recv(64)
+                if not d:
+                    break
+                got += d
+            if got.startswith(b"+PONG\r\n"):
+                return "ready"
+        except OSError:
+            pass
+        finally:
+            s.close()
+        time.sleep(0.005)
+    return "timeout"
+
+
 def read_text(path):
     try:
         with open(path, "rb") as f:
@@ -405,7 +447,7 @@ class Server:
     def argv(self):
         if IS_REDIS:
             return [REDIS_BIN, "--port", str(self.port), "--save", "", "--appendonly", "no",
-                    "--bind", "127.0.0.1"] + option_args(self.config) + self.extra_args
+                    "--bind", "127.0.0.1", "--hz", "100"] + option_args(self.config) + self.extra_args
         if self.handlers_dir is None:
             self.handlers_dir = tempfile.mkdtemp(prefix="handlers.", dir=self.workdir)
         return [HUB_BIN, "--port", str(self.port), "--bind", "127.0.0.1",
@@ -434,32 +476,7 @@ class Server:
         return self
 
     def _wait_ready(self, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return "exited"
-            try:
-                s = socket.create_connection((self.host, self.port), timeout=0.5)
-            except OSError:
-                time.sleep(0.005)
-                continue
-            try:
-                s.settimeout(max(0.1, deadline - time.monotonic()))
-                s.sendall(b"*1\r\n$4\r\nPING\r\n")
-                got = b""
-                while len(got) < 7:
-                    d = s.recv(64)
-                    if not d:
-                        break
-                    got += d
-                if got.startswith(b"+PONG\r\n"):
-                    return "ready"
-            except OSError:
-                pass
-            finally:
-                s.close()
-            time.sleep(0.005)
-        return "timeout"
+        return wait_ready(self.proc, self.host, self.port, timeout)
 
     @property
     def pid(self):
@@ -619,6 +636,11 @@ class Spawned:
 
     def output(self):
         return read_text(self.stdout_path) + read_text(self.stderr_path)
+
+    def wait_ready(self, port, timeout=READY_TIMEOUT, unix_path=None):
+        state = wait_ready(self.proc, "127.0.0.1", port, timeout, unix_path)
+        assert state == "ready", "server not ready (%s, rc=%s):\n%s" % (
+            state, self.proc.returncode, self.output()[-3000:])
 
 
 @pytest.fixture

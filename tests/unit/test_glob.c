@@ -207,6 +207,14 @@ static const struct gcase cases[] = {
     {S("[\376\377]"), S("\377"), 1},
     {S("\\\000"), S("\000"), 1},
     {S("[a-c]\000"), S("b\000"), 1},
+    /* a `]` or `c` inside a malformed class is no literal suffix */
+    {S("*[a\\]c"), S("xa"), 1},
+    {S("*[a\\]c"), S("x]"), 1},
+    {S("*[a\\]c"), S("xb"), 0},
+    {S("*[a-]c"), S("xa"), 1},
+    {S("*[a-]c"), S("xc"), 1},
+    {S("*[a-]]c"), S("xa"), 0},
+    {S("*[a-]]c"), S("xa]c"), 1},
 };
 
 TEST(redis_verified_table) {

@@ -259,6 +259,14 @@ TEST(match_kinds_and_early_stop) {
     CHECK(patindex_add(ix, S(""), &u) == 1);
     CHECK(patindex_match(ix, S(""), count_cb, calls) == 1);
     CHECK(patindex_match(ix, S("x"), count_cb, calls) == 1); /* just `*` */
+
+    /* Malformed classes: the trailing `c` is inside the class, not a suffix. */
+    CHECK(patindex_add(ix, S("*[a\\]c"), &u) == 1);
+    CHECK(patindex_add(ix, S("*[a-]c"), &u) == 1);
+    CHECK(patindex_add(ix, S("*[a-]]c"), &u) == 1); /* this one's `c` is */
+    calls[0] = 0, calls[1] = 0;
+    CHECK(patindex_match(ix, S("xa"), count_cb, calls) == 3); /* *, *[a\]c, *[a-]c */
+    CHECK(patindex_match(ix, S("xa]c"), count_cb, calls) == 4); /* and *[a-]]c */
     patindex_free(ix);
 }
 
@@ -379,6 +387,34 @@ TEST(callbacks_may_add_and_remove) {
     CHECK(patindex_count(ix) == npats + 6); /* `abc` and `*c` were there already */
     calls[0] = 0;
     CHECK(patindex_match(ix, S("abc"), count_cb, calls) == 9); /* the 8 and `a*` */
+    patindex_free(ix);
+}
+
+/* Adds patterns with shorter prefixes and suffixes than the one being
+ * reported (new key lengths sorted before the current one). */
+static int add_shorter_cb(void *udata, const char *pat, size_t plen, void *ctx) {
+    mutate_ctx *c = ctx;
+    c->calls++;
+    note_seen(c, pat, plen);
+    static const char *more[] = {"a*", "ab*", "*c", "*bc", "?"};
+    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) patindex_add(c->ix, more[i], strlen(more[i]), udata);
+    return 0;
+}
+
+TEST(callback_adding_shorter_keys_reports_nothing_twice) {
+    int u;
+    patindex *ix = patindex_new();
+    CHECK(patindex_add(ix, S("abcd*"), &u) == 1);
+    CHECK(patindex_add(ix, S("*abcd"), &u) == 1);
+    mutate_ctx c = {.ix = ix};
+    size_t n = patindex_match(ix, S("abcd"), add_shorter_cb, &c);
+    CHECK(!c.dup);
+    CHECK(n == c.calls);
+    CHECK(n >= 2);
+    CHECK(patindex_count(ix) == 7);
+    size_t calls[2] = {0, 0};
+    CHECK(patindex_match(ix, S("abcd"), count_cb, calls) == 4); /* a*, ab*, abcd*, *abcd */
+    CHECK(patindex_match(ix, S("abc"), count_cb, calls) == 4);  /* a*, ab*, *c, *bc */
     patindex_free(ix);
 }
 

@@ -1,0 +1,107 @@
+/* handler_lua.h -- one loaded version of a handler: its own lua_State with a
+ * memory cap, an instruction budget, the sandbox, and the functions and
+ * lists its file returned. Everything that runs handler code goes through
+ * here, always under lua_pcall with a traceback message handler, so an error
+ * (including "not enough memory" and "instruction limit exceeded") comes back
+ * as a string and never unwinds into the hub.
+ *
+ * Memory: every allocation of the state goes through one lua_Alloc that
+ * refuses to grow past the version's limit (handler-memory-limit); Lua turns
+ * the refusal into a memory error for that handler only. Timers created by
+ * the hub module are charged to the same account.
+ *
+ * Instructions: a count hook on every thread of the state adds up VM
+ * instructions per invocation; past handler-instruction-limit it raises
+ * "instruction limit exceeded", and keeps raising at every instruction until
+ * the invocation ends, so pcall inside handler code cannot swallow it.
+ *
+ * Errors are returned as malloc'd strings: the message (with file:line when
+ * Lua knows it), then "\nstack traceback:\n..." when there is one. */
+#ifndef LUAHUB_HANDLER_LUA_H
+#define LUAHUB_HANDLER_LUA_H
+
+#include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "handler_queue.h"
+#include "sandbox.h"
+
+typedef struct handler handler;
+typedef struct htimer htimer;
+
+/* A byte string copied out of Lua (NUL-terminated, may contain NULs). */
+typedef struct hstrv {
+    char *p;
+    size_t len;
+} hstrv;
+
+/* A file a version was built from, as it was then (reload fingerprints). */
+typedef struct hdep {
+    char *path;
+    uint64_t hash;
+    size_t len;
+} hdep;
+
+typedef struct hversion {
+    lua_State *L;
+    handler *h;              /* the handler this is (or would become) a version of */
+    int number;              /* hub.version */
+    size_t mem_used, mem_limit;
+    long long budget_limit, budget_used;
+    int budget_exceeded;
+    int ref_on_event, ref_on_call, ref_snapshot, ref_on_reload; /* registry refs or LUA_NOREF */
+    hstrv *subscribe;        /* patterns, in file order, without duplicates */
+    size_t nsubscribe;
+    hstrv *listen;           /* unicast names, without duplicates */
+    size_t nlisten;
+    htimer *timers;          /* pending timers (hubmod.c) */
+    size_t ntimers;
+    hdep *deps;              /* lib files require() loaded */
+    size_t ndeps, capdeps;
+    sandbox_opts sb;
+    char *lib_path;
+    int closing;             /* lua_close in progress: the hub module refuses work */
+} hversion;
+
+/* The version a state (or any coroutine of it) belongs to. */
+hversion *hversion_of(lua_State *L);
+
+/* Creates an empty state for version `number` of h. Returns NULL with *err
+ * set if the state cannot be created. */
+hversion *hversion_new(handler *h, int number, size_t mem_limit, long long instruction_limit,
+                       const char *lib_path, char **err);
+
+/* Opens the sandbox, runs the file's text (chunk name "@path") and validates
+ * what it returned (the handler contract). Returns 0, or -1 with *err. */
+int hversion_load(hversion *v, const char *path, const char *src, size_t len, char **err);
+
+/* State handover into the new version nv from old: old's snapshot() (if
+ * any), copied as plain data, is passed to nv's on_reload(old) (if any).
+ * Returns 0, or -1 with *err ("snapshot: ...", "on_reload: ...", or the
+ * copy's complaint). Neither version's subscriptions are touched. */
+int hversion_handover(hversion *nv, hversion *old, char **err);
+
+/* Runs on_event(ev) for a queued event. Returns 0, or -1 with *err. */
+int hversion_event(hversion *v, const hevent *e, char **err);
+
+/* Runs on_call(ev) for HUB.CALL. Returns 0 with the reply (malloc'd) in
+ * *reply / *rlen, or -1 with *err. */
+int hversion_call(hversion *v, const char *name, size_t nlen, const char *data, size_t dlen, uint64_t id,
+                  double time_ms, char **reply, size_t *rlen, char **err);
+
+/* Calls the function in registry slot ref with no arguments (timers).
+ * Returns 0, or -1 with *err. */
+int hversion_run_ref(hversion *v, int ref, char **err);
+
+/* Stops the version's timers and closes its state (finalizers run under the
+ * instruction budget, with the hub module disabled). NULL is allowed. */
+void hversion_close(hversion *v);
+
+/* Length of the message part of an error string (before the traceback). */
+size_t herr_msglen(const char *err);
+
+/* 64-bit FNV-1a of a byte string: how reloads tell whether a file changed. */
+uint64_t hhash(const char *p, size_t n);
+
+#endif

@@ -1,0 +1,33 @@
+/* hubmod.h -- the `hub` Lua module a handler gets from require("hub"):
+ *
+ *   hub.publish(name, data) -> receivers   through router_publish, like a
+ *                                          client's PUBLISH (data: string or
+ *                                          number, sent as its tostring)
+ *   hub.log(level, msg)                    debug | info | notice | warning,
+ *                                          rate-limited per handler
+ *   hub.now() -> ms                        integer ms since the epoch
+ *   hub.after(ms, fn) -> timer             fn() once, after ms (>= 0)
+ *   hub.every(ms, fn) -> timer             fn() every ms (> 0)
+ *   timer:cancel() / hub.cancel(timer)     true if it was still pending
+ *   hub.name, hub.version                  the handler's name, its version
+ *
+ * Each timer is one ev_timer. A timer runs until it fires (after), is
+ * cancelled, or its version is closed (reload, unload, exit): a reload does
+ * not carry timers over; snapshot/on_reload re-arm what should survive.
+ * Dropping the handle does not cancel a timer. Timers count against the
+ * handler's memory limit. */
+#ifndef LUAHUB_HUBMOD_H
+#define LUAHUB_HUBMOD_H
+
+#include <lua.h>
+
+#include "handler_lua.h"
+
+/* The module's loader (package.preload.hub). */
+int luaopen_hub(lua_State *L);
+
+/* Stops and frees every timer of v; their handles become inert. Called
+ * before v's state is closed. */
+void hubmod_close_timers(hversion *v);
+
+#endif

@@ -1,0 +1,218 @@
+/* sandbox.c -- builds a handler's restricted Lua environment (see sandbox.h).
+ *
+ * The sandbox is made by opening only the safe libraries and then removing
+ * or wrapping the few unsafe functions they contain; each handler version
+ * has its own lua_State, so nothing here is shared between handlers. */
+#include "sandbox.h"
+
+#include <errno.h>
+#include <lua-cjson.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* lua-cjson's header only declares luaopen_cjson; the library also has the
+ * variant whose decode returns nil, err instead of raising. */
+extern int luaopen_cjson_safe(lua_State *L);
+
+/*---- Wrapped base functions -----------------------------------------------*/
+
+/* load(chunk [, chunkname [, mode [, env]]]) with mode forced to "t": binary
+ * chunks (string.dump output, precompiled code) can corrupt the VM. Whether
+ * env was passed at all matters (an explicit nil env is an empty _ENV). */
+static int sb_load(lua_State *L) {
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 1);
+    if (n >= 2) lua_pushvalue(L, 2);
+    else lua_pushnil(L);
+    lua_pushliteral(L, "t");
+    if (n >= 4) lua_pushvalue(L, 4);
+    lua_call(L, n >= 4 ? 4 : 3, LUA_MULTRET);
+    return lua_gettop(L) - n;
+}
+
+/* collectgarbage with the options that cannot change how the collector runs
+ * (stopping it would only make the handler hit its memory cap). */
+static int sb_collectgarbage(lua_State *L) {
+    static const char *const allowed[] = {"collect", "count", "step", "isrunning", NULL};
+    const char *opt = luaL_optstring(L, 1, "collect");
+    int ok = 0;
+    for (int i = 0; allowed[i]; i++) ok |= strcmp(opt, allowed[i]) == 0;
+    if (!ok) return luaL_error(L, "collectgarbage('%s') is not available to handlers", opt);
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* print(...): arguments through tostring, joined by tabs, to the hub's log. */
+static int sb_print(lua_State *L) {
+    const sandbox_opts *o = lua_touserdata(L, lua_upvalueindex(1));
+    int n = lua_gettop(L);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 1; i <= n; i++) {
+        if (i > 1) luaL_addchar(&b, '\t');
+        luaL_tolstring(L, i, NULL);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    size_t len;
+    const char *msg = lua_tolstring(L, -1, &len);
+    if (o->on_print) o->on_print(o->ctx, msg, len);
+    return 0;
+}
+
+/*---- require ----------------------------------------------------------------*/
+
+/* Reads a whole file into a malloc'd buffer. Returns NULL with errno set. */
+static char *read_all(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (ferror(f)) {
+            int e = errno;
+            free(buf);
+            buf = NULL;
+            errno = e ? e : EIO;
+            break;
+        }
+        if (n < cap) break;
+        char *nb = realloc(buf, cap * 2);
+        if (!nb) free(buf);
+        buf = nb;
+        cap *= 2;
+    }
+    fclose(f);
+    *len = n;
+    return buf;
+}
+
+/* package.searchers[2]: a Lua file from the fixed lib path, text only.
+ * Returns the loader and the file name, or a "no file" string. */
+static int sb_searcher(lua_State *L) {
+    const sandbox_opts *o = lua_touserdata(L, lua_upvalueindex(1));
+    const char *name = luaL_checkstring(L, 1);
+    if (!o->lib_path || !o->lib_path[0]) {
+        lua_pushliteral(L, "no lib directory");
+        return 1;
+    }
+    name = luaL_gsub(L, name, ".", "/");
+    const char *file = luaL_gsub(L, o->lib_path, "?", name);
+    const char *chunkname = lua_pushfstring(L, "@%s", file);
+    /* No Lua call may raise between the malloc and the free below. */
+    size_t len = 0;
+    errno = 0;
+    char *src = read_all(file, &len);
+    if (!src) {
+        if (errno == ENOENT || errno == ENOTDIR) lua_pushfstring(L, "no file '%s'", file);
+        else lua_pushfstring(L, "cannot read '%s': %s", file, strerror(errno ? errno : EIO));
+        return 1;
+    }
+    if (o->on_require) o->on_require(o->ctx, file, src, len);
+    int st = luaL_loadbufferx(L, src, len, chunkname, "t");
+    free(src);
+    if (st != LUA_OK)
+        return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", lua_tostring(L, 1), file,
+                          lua_tostring(L, -1));
+    lua_pushstring(L, file);
+    return 2;
+}
+
+/*---- Assembly ---------------------------------------------------------------*/
+
+/* Sets t[k] = nil for each name in a NULL-terminated list (t at the top). */
+static void remove_fields(lua_State *L, const char *const *names) {
+    for (; *names; names++) {
+        lua_pushnil(L);
+        lua_setfield(L, -2, *names);
+    }
+}
+
+/* Replaces t[name] (t at the top) with a closure over the original. */
+static void wrap_field(lua_State *L, const char *name, lua_CFunction fn) {
+    lua_getfield(L, -1, name);
+    lua_pushcclosure(L, fn, 1);
+    lua_setfield(L, -2, name);
+}
+
+static void open_os(lua_State *L) {
+    static const char *const keep[] = {"clock", "time", "date", NULL};
+    luaL_requiref(L, LUA_OSLIBNAME, luaopen_os, 0);
+    lua_createtable(L, 0, 3);
+    for (int i = 0; keep[i]; i++) {
+        lua_getfield(L, -2, keep[i]);
+        lua_setfield(L, -2, keep[i]);
+    }
+    lua_pushvalue(L, -1);
+    lua_setglobal(L, LUA_OSLIBNAME);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, LUA_OSLIBNAME);
+    lua_pop(L, 2);
+}
+
+static void setup_package(lua_State *L, const sandbox_opts *o) {
+    static const char *const drop[] = {"loadlib", "cpath", "searchpath", NULL};
+    lua_getglobal(L, LUA_LOADLIBNAME);
+    remove_fields(L, drop);
+    lua_pushstring(L, o->lib_path ? o->lib_path : "");
+    lua_setfield(L, -2, "path");
+    /* searchers = { preload (the standard one), lib files (ours) } */
+    lua_getfield(L, -1, "searchers");
+    lua_createtable(L, 2, 0);
+    lua_rawgeti(L, -2, 1);
+    lua_rawseti(L, -2, 1);
+    lua_pushlightuserdata(L, (void *)o);
+    lua_pushcclosure(L, sb_searcher, 1);
+    lua_rawseti(L, -2, 2);
+    lua_setfield(L, -3, "searchers");
+    lua_pop(L, 1);
+    /* preload: cjson and the caller's modules */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_cjson);
+    lua_setfield(L, -2, "cjson");
+    lua_pushcfunction(L, luaopen_cjson_safe);
+    lua_setfield(L, -2, "cjson.safe");
+    for (const luaL_Reg *r = o->preload; r && r->name; r++) {
+        lua_pushcfunction(L, r->func);
+        lua_setfield(L, -2, r->name);
+    }
+    lua_pop(L, 2);
+}
+
+void sandbox_open(lua_State *L, const sandbox_opts *o) {
+    static const luaL_Reg libs[] = {
+        {LUA_GNAME, luaopen_base},         {LUA_LOADLIBNAME, luaopen_package}, {LUA_COLIBNAME, luaopen_coroutine},
+        {LUA_TABLIBNAME, luaopen_table},   {LUA_STRLIBNAME, luaopen_string},   {LUA_MATHLIBNAME, luaopen_math},
+        {LUA_UTF8LIBNAME, luaopen_utf8},   {NULL, NULL},
+    };
+    static const char *const base_drop[] = {"dofile", "loadfile", "warn", NULL};
+    for (const luaL_Reg *r = libs; r->name; r++) {
+        luaL_requiref(L, r->name, r->func, 1);
+        lua_pop(L, 1);
+    }
+    open_os(L);
+
+    lua_pushglobaltable(L);
+    remove_fields(L, base_drop);
+    wrap_field(L, "load", sb_load);
+    wrap_field(L, "collectgarbage", sb_collectgarbage);
+    lua_pushlightuserdata(L, (void *)o);
+    lua_pushcclosure(L, sb_print, 1);
+    lua_setfield(L, -2, "print");
+    lua_pop(L, 1);
+
+    lua_getglobal(L, LUA_STRLIBNAME);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_pop(L, 1);
+
+    setup_package(L, o);
+}
