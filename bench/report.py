@@ -189,8 +189,9 @@ def markdown(rows, defs, samples, errors, meta):
     # errors and losses
     probs = []
     for (sc, srv), errs in sorted(errors.items()):
-        probs.append("- %s on %s: %d failed run(s), e.g. `%s`" % (sc, "luahub" if srv == "hub" else "redis",
-                                                                  len(errs), errs[0][:200]))
+        distinct = list(dict.fromkeys(e[:200] for e in errs))[:3]
+        probs.append("- %s on %s: %d failed run(s): %s" % (sc, "luahub" if srv == "hub" else "redis", len(errs),
+                                                          "; ".join("`%s`" % e for e in distinct)))
     for (sc, srv), rs in sorted(samples.items()):
         who = "luahub" if srv == "hub" else "redis"
         lost = sum(int(r.get("lost", 0)) for r in rs)

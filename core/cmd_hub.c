@@ -75,6 +75,10 @@ void cmd_hub_call(conn *c, int argc, const hstr *argv) {
     char *reply = NULL, *err = NULL;
     size_t rlen = 0;
     if (handler_call(l->owner, name->p, name->len, argv[2].p, argv[2].len, &reply, &rlen, &err)) {
+        if (!err) {
+            reply_error(c, "ERR out of memory");
+            return;
+        }
         size_t ml = herr_msglen(err);
         reply_errorf(c, "ERR %.*s", (int)(ml > 1000 ? 1000 : ml), err);
         free(err);

@@ -129,7 +129,7 @@ void commands_dispatch(conn *c, int argc, const hstr *argv) {
             int n = argv[1].len > 128 ? 128 : (int)argv[1].len;
             char upper[16];
             size_t i = 0;
-            for (; cmd->name[i] && i < sizeof upper - 1; i++) upper[i] = (char)toupper((unsigned char)cmd->name[i]);
+            for (; i < sizeof upper - 1 && cmd->name[i]; i++) upper[i] = (char)toupper((unsigned char)cmd->name[i]);
             upper[i] = '\0';
             reply_errorf(c, "ERR unknown subcommand '%.*s'. Try %s HELP.", n, argv[1].p, upper);
             return;

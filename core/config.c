@@ -99,7 +99,8 @@ static int parse_int(const char *s, long long min, long long max, long long *out
  * into words, in place. Returns the number of words (at most max). */
 static int split_words(char *s, char **words, int max) {
     int n = 0;
-    for (char *tok = strtok(s, " \t"); tok && n < max; tok = strtok(NULL, " \t")) words[n++] = tok;
+    char *save = NULL;
+    for (char *tok = strtok_r(s, " \t", &save); tok && n < max; tok = strtok_r(NULL, " \t", &save)) words[n++] = tok;
     return n;
 }
 

@@ -57,6 +57,7 @@ void handler_log(handler *h, int level, const char *msg, size_t len) {
 }
 
 void handler_error(handler *h, const char *what, const char *err) {
+    if (!err) err = "out of memory";
     size_t ml = herr_msglen(err);
     size_t n = strlen(what) + ml + 3;
     char *last = malloc(n);
@@ -184,12 +185,15 @@ static void run_event(handler *h, hevent *e) {
 }
 
 /* After each poll: run queued events, at most HANDLER_DRAIN_BATCH per handler
- * and HANDLER_DRAIN_MAX in all, visiting the handlers that were ready when it
- * started once each; those with events left go to the back of the list. */
+ * and HANDLER_DRAIN_MAX (or HANDLER_DRAIN_MS) in all, visiting the handlers
+ * that were ready when it started once each; those with events left go to
+ * the back of the list. The loop then serves clients and comes back at once
+ * (the idle watcher keeps it from blocking). */
 static void drain_cb(struct ev_loop *loop, ev_check *w, int revents) {
     (void)revents;
     handlers *rt = w->data;
     size_t budget = HANDLER_DRAIN_MAX;
+    double deadline = ev_time() + HANDLER_DRAIN_MS / 1000.0;
     for (size_t turns = rt->nready; turns && budget && rt->ready_head; turns--) {
         handler *h = ready_pop(rt);
         size_t batch = HANDLER_DRAIN_BATCH < budget ? HANDLER_DRAIN_BATCH : budget;
@@ -197,6 +201,7 @@ static void drain_cb(struct ev_loop *loop, ev_check *w, int revents) {
             hevent *e = hqueue_pop(&h->queue);
             run_event(h, e);
             free(e);
+            if (ev_time() > deadline) budget = batch = 1; /* time is up: stop after this one */
         }
         /* it may already be back: its own publish can queue to itself */
         if (h->queue.count) ready_add(h);

@@ -65,6 +65,7 @@ size_t listen_remove_owner(listen_registry *r, const void *owner) {
     size_t n = 0;
     lentry *e, *tmp;
     HASH_ITER(hh, r->names, e, tmp) {
+        // cppcheck-suppress uninitvar ; uthash's iteration macro confuses it
         if (e->who.owner != owner) continue;
         HASH_DEL(r->names, e);
         free(e);

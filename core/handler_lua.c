@@ -205,8 +205,7 @@ static char *error_text(hversion *v, int status) {
     } else {
         msg = lua_type(v->L, -1) == LUA_TSTRING ? lua_tostring(v->L, -1) : "unknown error";
     }
-    char *s = strdup(msg);
-    return s ? s : strdup("out of memory");
+    return strdup(msg); /* NULL if out of memory: consumers read NULL as "out of memory" */
 }
 
 /* Runs iv in protected mode with a fresh budget. On success leaves nres
@@ -281,8 +280,12 @@ static void extract_list(lua_State *L, int t, const char *key, hstrv **out, size
     }
     size_t len = lua_rawlen(L, -1);
     if (len) {
-        *out = calloc(len, sizeof **out);
-        if (!*out) luaL_error(L, "not enough memory");
+        hstrv *arr = calloc(len, sizeof *arr);
+        *out = arr; /* owned by the version from here on */
+        if (!arr) {
+            luaL_error(L, "not enough memory");
+            return;
+        }
     }
     for (size_t i = 1; i <= len; i++) {
         lua_rawgeti(L, -1, (lua_Integer)i);
@@ -292,7 +295,10 @@ static void extract_list(lua_State *L, int t, const char *key, hstrv **out, size
         for (size_t j = 0; j < *n && !dup; j++) dup = (*out)[j].len == sl && memcmp((*out)[j].p, s, sl) == 0;
         if (!dup) {
             char *p = malloc(sl + 1);
-            if (!p) luaL_error(L, "not enough memory");
+            if (!p) {
+                luaL_error(L, "not enough memory");
+                return;
+            }
             memcpy(p, s, sl);
             p[sl] = '\0';
             (*out)[*n].p = p;
@@ -327,6 +333,7 @@ static void validate(lua_State *L, hversion *v, const char *path) {
             if (lua_type(L, -2) == LUA_TSTRING) bad(L, path, "unknown key '%s'", lua_tostring(L, -2));
             if (lua_isinteger(L, -2)) bad(L, path, "unknown key %lld", (long long)lua_tointeger(L, -2));
             bad(L, path, "unknown key of type %s", luaL_typename(L, -2));
+            return; /* not reached: bad() raises */
         }
         const char *key = handler_keys[known].key;
         if (handler_keys[known].is_list) check_list(L, path, key, lua_gettop(L));
@@ -364,9 +371,11 @@ static void on_require(void *ctx, const char *path, const char *src, size_t len)
         v->deps = d;
         v->capdeps = cap;
     }
-    char *p = strdup(path);
-    if (!p) return;
-    v->deps[v->ndeps++] = (hdep){p, hhash(src, len), len};
+    hdep *d = &v->deps[v->ndeps];
+    if (!(d->path = strdup(path))) return;
+    d->hash = hhash(src, len);
+    d->len = len;
+    v->ndeps++;
 }
 
 static void on_print(void *ctx, const char *msg, size_t len) {
@@ -415,11 +424,12 @@ int hversion_load(hversion *v, const char *path, const char *src, size_t len, ch
 
 /* Returns "<prefix>: <err>" and frees err. */
 static char *prefixed(const char *prefix, char *err) {
+    if (!err) return NULL;
     size_t n = strlen(prefix) + strlen(err) + 3;
     char *s = malloc(n);
     if (s) snprintf(s, n, "%s: %s", prefix, err);
     free(err);
-    return s ? s : strdup("out of memory");
+    return s;
 }
 
 int hversion_handover(hversion *nv, hversion *old, char **err) {
@@ -437,7 +447,7 @@ int hversion_handover(hversion *nv, hversion *old, char **err) {
     int rc = inv_run(nv, &iv, 0, err);
     lua_settop(old->L, top);
     /* the copy's own complaints already say "snapshot()..." */
-    if (rc && strcmp(iv.stage, "on_reload") == 0) *err = prefixed("on_reload", *err);
+    if (rc && iv.stage && strcmp(iv.stage, "on_reload") == 0) *err = prefixed("on_reload", *err);
     return rc;
 }
 
@@ -484,6 +494,7 @@ void hversion_close(hversion *v) {
 }
 
 size_t herr_msglen(const char *err) {
+    if (!err) return 0;
     const char *tb = strstr(err, "\nstack traceback:");
     return tb ? (size_t)(tb - err) : strlen(err);
 }

@@ -16,7 +16,9 @@
  * the invocation ends, so pcall inside handler code cannot swallow it.
  *
  * Errors are returned as malloc'd strings: the message (with file:line when
- * Lua knows it), then "\nstack traceback:\n..." when there is one. */
+ * Lua knows it), then "\nstack traceback:\n..." when there is one. An error
+ * string is NULL only when even it could not be allocated; consumers read
+ * NULL as "out of memory" (herr_msglen and handler_error accept it). */
 #ifndef LUAHUB_HANDLER_LUA_H
 #define LUAHUB_HANDLER_LUA_H
 
@@ -98,7 +100,8 @@ int hversion_run_ref(hversion *v, int ref, char **err);
  * instruction budget, with the hub module disabled). NULL is allowed. */
 void hversion_close(hversion *v);
 
-/* Length of the message part of an error string (before the traceback). */
+/* Length of the message part of an error string (before the traceback);
+ * 0 for NULL. */
 size_t herr_msglen(const char *err);
 
 /* 64-bit FNV-1a of a byte string: how reloads tell whether a file changed. */

@@ -73,16 +73,16 @@ static void set_fingerprint(handler *h, const char *src, size_t len, hversion *v
     h->src_hash = hhash(src, len);
     h->src_len = len;
     if (!v || !v->ndeps) return;
-    h->deps = malloc(v->ndeps * sizeof *h->deps);
-    if (!h->deps) {
-        h->fp_valid = 0; /* cannot tell next time: reload then */
-        return;
+    hdep *deps = malloc(v->ndeps * sizeof *deps);
+    size_t n = 0;
+    for (; deps && n < v->ndeps; n++) {
+        char *path = strdup(v->deps[n].path);
+        if (!path) break;
+        deps[n] = (hdep){path, v->deps[n].hash, v->deps[n].len};
     }
-    for (size_t i = 0; i < v->ndeps; i++) {
-        h->deps[i] = v->deps[i];
-        if (!(h->deps[i].path = strdup(v->deps[i].path))) h->fp_valid = 0;
-        else h->ndeps = i + 1;
-    }
+    h->deps = deps;
+    h->ndeps = n;
+    if (!deps || n < v->ndeps) h->fp_valid = 0; /* cannot tell next time: reload then */
 }
 
 static int unchanged(const handler *h, const char *src, size_t len) {
@@ -237,7 +237,7 @@ static int sync_one(handlers *rt, const char *name, handler *h, int force, hrelo
         report(fn, ctx, name, h->version == 1 ? HR_LOADED : HR_RELOADED, h->version, NULL);
         return 0;
     }
-    if (!err) err = strdup("unknown error");
+    if (!err) err = strdup("out of memory"); /* the error text itself could not be allocated */
     handler_error(h, h->cur ? "reload" : "load", err ? err : "out of memory");
     h->state = h->cur ? HSTATE_RELOAD_FAILED : HSTATE_FAILED;
     if (err) err[herr_msglen(err)] = '\0';

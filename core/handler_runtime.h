@@ -22,10 +22,11 @@
 #include "router.h"
 
 /* Events one handler runs per loop iteration before the next handler's
- * turn, and events all handlers run per iteration before clients are served
- * again. */
+ * turn, and events (or milliseconds) all handlers run per iteration before
+ * clients are served again. */
 #define HANDLER_DRAIN_BATCH 256
 #define HANDLER_DRAIN_MAX 4096
+#define HANDLER_DRAIN_MS 10.0
 
 /* A token bucket for log lines, so a failing or chatty handler cannot flood
  * the log. */

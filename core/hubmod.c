@@ -176,7 +176,8 @@ static int hub_publish(lua_State *L) {
     size_t nlen, dlen;
     const char *name = lua_tolstring(L, 1, &nlen);
     const char *data = lua_tolstring(L, 2, &dlen); /* a number becomes its tostring */
-    size_t n = router_publish(v->h->rt->hub->router, name, nlen, data, dlen);
+    /* Never back to this handler itself: see router_publish_from. */
+    size_t n = router_publish_from(v->h->rt->hub->router, &v->h->sub, name, nlen, data, dlen);
     lua_pushinteger(L, (lua_Integer)n);
     return 1;
 }

@@ -26,7 +26,7 @@ for t in build/asan/tests/test_*; do
     log="$LOGDIR/$name.log"
     "$t" >"$log" 2>&1
     rc=$?
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)
+    line=$(grep -aE '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)
     if [ -n "$line" ]; then
         p=${line%% passed*}; f=${line#*passed, }; f=${f%% failed*}
         # a sanitizer abort after the summary still counts as a failure
@@ -74,7 +74,7 @@ run_pytest() {  # $1 = label, $2 = hub binary
     local log="$LOGDIR/pytest-$1.log"
     LUAHUB_BIN="$2" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration >"$log" 2>&1
     local last
-    last=$(grep -E '(passed|failed|error)' "$log" | tail -1)
+    last=$(grep -aE '[0-9]+ (passed|failed|errors?)( |,|$)' "$log" | tail -1)
     local p f e
     p=$(echo "$last" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+'); p=${p:-0}
     f=$(echo "$last" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+'); f=${f:-0}

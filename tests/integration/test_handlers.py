@@ -75,7 +75,7 @@ def call_error(r, name, payload=""):
 
 
 def reload(r, *args):
-    return [x.decode() for x in r.execute_command("HUB.RELOAD", *args)]
+    return [x.decode("utf-8", "replace") for x in r.execute_command("HUB.RELOAD", *args)]
 
 
 def sighup(server):
@@ -142,6 +142,35 @@ return {
     assert r.publish("in.b", "") == 1
     assert next_message(sub) == ("out", "in.b||in.*|integer|integer")
     assert handlers(r)["relay"]["events"] == 2
+
+
+def test_handler_never_receives_its_own_publications(start):
+    """The DESIGN.md counter publishes orders.seen.v1, which its own
+    orders.*.v1 matches: it must count each order once, not feed itself."""
+    s = start({"counter.lua": r'''
+local hub   = require("hub")
+local cjson = require("cjson")
+local seen = 0
+return {
+  subscribe = { "orders.*.v1" },
+  on_event  = function(ev)
+    seen = seen + 1
+    hub.publish("orders.seen.v1", cjson.encode({ n = seen, name = ev.name }))
+  end,
+  listen    = { "orders.count.v1" },
+  on_call   = function(ev) return tostring(seen) end,
+}
+'''})
+    sub = subscriber(s, "orders.seen.v1")
+    r = s.client()
+    for i in range(3):
+        r.publish("orders.created.v1", str(i))
+    seen = [json.loads(next_message(sub)[1])["n"] for _ in range(3)]
+    assert seen == [1, 2, 3]
+    r.publish("orders.flush.v1", "")  # a marker: once it is counted, all before it were
+    assert json.loads(next_message(sub)[1]) == {"n": 4, "name": "orders.flush.v1"}
+    assert call(r, "orders.count.v1") == "4"
+    assert handlers(r)["counter"]["events"] == 4
 
 
 def test_event_fields_id_and_time_come_from_the_router(start):

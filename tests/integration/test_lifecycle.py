@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import (IO_TIMEOUT, IS_ASAN, IS_REDIS, RawClient, encode_command,
+from conftest import (IO_TIMEOUT, IS_ASAN, IS_REDIS, REDIS_CLI, RawClient, encode_command,
                       free_port, port_is_listening, wait_for)
 
 EXIT_TIMEOUT = 8.0 if IS_ASAN else 3.0
@@ -169,7 +169,7 @@ def test_unixsocket_accepts_connections(server_factory, workdir):
     path = os.path.join(workdir, "hub.sock")
     srv = server_factory({"unixsocket": path})
     assert os.path.exists(path)
-    out = subprocess.run(["redis-cli", "-s", path, "ping"], capture_output=True, text=True, timeout=IO_TIMEOUT)
+    out = subprocess.run([REDIS_CLI, "-s", path, "ping"], capture_output=True, text=True, timeout=IO_TIMEOUT)
     assert out.returncode == 0 and out.stdout == "PONG\n", out
     # pub/sub across both listeners
     sub = RawClient(unix_path=path)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import IO_TIMEOUT, Error, encode_command, flat_to_dict, wait_for
+from conftest import IO_TIMEOUT, REDIS_CLI, Error, encode_command, flat_to_dict, wait_for
 
 
 def message_frame(channel, payload):
@@ -57,7 +57,7 @@ def test_subscribe_publish_round_trip_resp2_redis_py(server):
 
 
 def test_subscribe_publish_round_trip_redis_cli(server):
-    proc = subprocess.Popen(["redis-cli", "-p", str(server.port), "subscribe", "ch"],
+    proc = subprocess.Popen([REDIS_CLI, "-p", str(server.port), "subscribe", "ch"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         buf = b""
