@@ -68,11 +68,11 @@ run: deps
 bench-tools: build/loadgen
 
 build/loadgen: $(wildcard bench/*.c) | build/obj
-	$(CC) $(CSTD) -O2 -g $(WARN) -o $@ $(wildcard bench/*.c) -lhiredis -lev -lm -lpthread
+	$(CC) $(CSTD) -O2 -g $(WARN) -o $@ $(wildcard bench/*.c) -lev -lm -lpthread
 
 bench: deps
 	@$(MAKE) --no-print-directory all bench-tools
-	@bench/run.sh $(if $(QUICK),--quick)
+	@bench/run.sh $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \

@@ -49,6 +49,10 @@ def main():
             if v is None:
                 errs = r.get(srv + "_errors") or "0"
                 problems.append("%s: no %s value%s" % (what, srv, " (%s failed runs)" % errs if errs != "0" else ""))
+            elif r.get("metric") == "lost":
+                # a count whose only right value is zero (no event lost on reload)
+                if v != 0:
+                    problems.append("%s: %s lost %s events" % (what, srv, r.get(srv)))
             elif v < 0 or (v == 0 and r.get("better") == "higher"):
                 problems.append("%s: %s value %s is not a measurement" % (what, srv, r.get(srv)))
         if applies == "both" and number(r.get("ratio")) is None and not problems:

@@ -3,8 +3,9 @@
 -- survives a hot reload through snapshot/on_reload.
 --
 -- Each order event is acknowledged on orders.seen.v1 as {"n": <count>, "name": <event>}.
--- orders.seen.v1 itself matches orders.*.v1, so the counter ignores it: otherwise every
--- acknowledgement would be counted and acknowledged again, forever.
+-- orders.seen.v1 itself matches orders.*.v1. The hub never delivers a handler's own
+-- publications back to it, so the counter cannot feed itself; the guard below also
+-- skips acknowledgements that some other publisher sends.
 local hub = require("hub")
 local cjson = require("cjson")
 

@@ -7,7 +7,7 @@ set -eu
 PKGS="build-essential pkg-config
 libev-dev liblua5.4-dev lua5.4 lua-cjson lua-cjson-dev uthash-dev
 lua-busted lua-check
-libhiredis-dev redis-server redis-tools
+redis-server redis-tools
 python3 python3-redis python3-pytest
 gnuplot-nox"
 

@@ -89,5 +89,18 @@ if ls tests/integration/test_*.py >/dev/null 2>&1; then
     run_pytest asan build/asan/luahub
 fi
 
+# --- Bench harness smoke run ------------------------------------------------------
+# `make bench` at a tiny size: every scenario must produce a number for each
+# server it applies to (bench/check_results.py). Written under build/ so the
+# committed bench/results stay those of a real run.
+if [ -x bench/run.sh ] && [ -z "${SKIP_BENCH:-}" ]; then
+    if BENCH_RESULTS=build/bench-tiny bench/run.sh --tiny >"$LOGDIR/bench.log" 2>&1 &&
+        /usr/bin/python3 bench/check_results.py build/bench-tiny/latest.csv >>"$LOGDIR/bench.log" 2>&1; then
+        add 1 0; echo "bench --tiny: every scenario produced its numbers"
+    else
+        add 0 1; echo "bench --tiny: failed"; tail -40 "$LOGDIR/bench.log"
+    fi
+fi
+
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]
