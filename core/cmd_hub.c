@@ -5,8 +5,11 @@
  *       The reply of the unicast listener of `name`: a bulk string, or
  *       -ERR no listener for 'name', or -ERR <the handler's error message>.
  *       A Lua listener runs synchronously (bounded by the instruction
- *       budget), so timeout-ms is validated but has nothing to wait for; it
- *       is there for remote listeners.
+ *       budget), so timeout-ms has nothing to wait for. A client listener
+ *       (HUB.LISTEN, unicast.c) answers later: the caller is blocked until
+ *       its reply, -ERR <its error>, -TIMEOUT no reply from 'name' within
+ *       N ms (timeout-ms, default call-timeout; 0 = no limit), or
+ *       -ERR listener for 'name' disconnected.
  *   HUB.HANDLERS
  *       An array with one map per handler, in name order: name, version,
  *       state (running | reload-failed | failed), file, loaded_at (ms since
@@ -31,6 +34,8 @@
 #include "commands.h"
 #include "handler_runtime.h"
 #include "reply.h"
+#include "stats.h"
+#include "unicast.h"
 
 static const char *state_name(hstate s) {
     switch (s) {
@@ -54,7 +59,7 @@ void cmd_hub_call(conn *c, int argc, const hstr *argv) {
         reply_error(c, "ERR syntax error");
         return;
     }
-    long long timeout = 0;
+    long long timeout = -1; /* the call-timeout option */
     if (argc == 4 && (hstr_to_ll(&argv[3], &timeout) || timeout < 0)) {
         reply_error(c, "ERR timeout is not an integer or out of range");
         return;
@@ -62,14 +67,15 @@ void cmd_hub_call(conn *c, int argc, const hstr *argv) {
     handlers *rt = runtime(c);
     if (!rt) return;
     const hstr *name = &argv[1];
+    stats_called(router_stats(c->hub->router), name->p, name->len); /* answered or not */
     const listener *l = listen_find(rt->listeners, name->p, name->len);
     if (!l) {
         int n = name->len > 200 ? 200 : (int)name->len;
         reply_errorf(c, "ERR no listener for '%.*s'", n, name->p);
         return;
     }
-    if (l->kind != LISTENER_HANDLER) { /* remote listeners: not yet */
-        reply_error(c, "ERR listener kind not supported");
+    if (l->kind == LISTENER_CONN) { /* answered later: the caller blocks (unicast.h) */
+        unicast_call(c, l->owner, name, &argv[2], timeout);
         return;
     }
     char *reply = NULL, *err = NULL;
@@ -222,8 +228,8 @@ void info_handlers_section(hub *h, char *buf, size_t *len, size_t cap) {
     int w = snprintf(buf + *len, cap - *len,
                      "# Handlers\r\nhandlers:%zu\r\nhandlers_failed:%zu\r\nhandler_events:%llu\r\n"
                      "handler_calls:%llu\r\nhandler_errors:%llu\r\nhandler_dropped:%llu\r\nhandler_queued:%zu\r\n"
-                     "handler_timers:%zu\r\nunicast_names:%zu\r\nused_memory_lua:%zu\r\n\r\n",
+                     "handler_timers:%zu\r\nunicast_names:%zu\r\nunicast_pending_calls:%zu\r\nused_memory_lua:%zu\r\n\r\n",
                      n, failed, events, calls, errors, dropped, queued, timers,
-                     rt ? listen_count(rt->listeners) : (size_t)0, mem);
+                     rt ? listen_count(rt->listeners) : (size_t)0, unicast_pending(h), mem);
     if (w > 0) *len = *len + (size_t)w < cap ? *len + (size_t)w : cap - 1;
 }

@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "log.h"
 #include "reply.h"
+#include "unicast.h"
 
 void cmd_ping(conn *c, int argc, const hstr *argv) {
     if (argc > 2) {
@@ -121,6 +122,7 @@ void cmd_hello(conn *c, int argc, const hstr *argv) {
 void cmd_reset(conn *c, int argc, const hstr *argv) {
     (void)argc, (void)argv;
     router_unsubscribe_all(c->hub->router, &c->sub);
+    unicast_reset(c);
     free(c->name);
     c->name = NULL;
     c->proto = 2;
@@ -291,6 +293,7 @@ void cmd_info(conn *c, int argc, const hstr *argv) {
                 (unsigned long long)router_deliveries(h->router));
     }
     if (want(argc, argv, "handlers", 1)) info_handlers_section(h, buf, &len, cap);
+    if (want(argc, argv, "events", 1)) info_events_section(h, buf, &len, cap);
     /* drop the blank line after the last section */
     if (len >= 2 && buf[len - 1] == '\n' && buf[len - 2] == '\r' && len >= 4 && buf[len - 3] == '\n') len -= 2;
     reply_verbatim(c, buf, len);

@@ -10,6 +10,7 @@
 #include <uthash.h>
 
 #include "reply.h"
+#include "unicast.h"
 
 /* Subcommands are validated (name, arity, subscribed mode) by the
  * dispatcher, with Redis's "parent|sub" names in errors; the parent's
@@ -51,6 +52,13 @@ static const command table[] = {
     {"hub.call", -3, 0, cmd_hub_call, NULL},
     {"hub.handlers", 1, 0, cmd_hub_handlers, NULL},
     {"hub.reload", -1, 0, cmd_hub_reload, NULL},
+    {"hub.stats", -1, 0, cmd_hub_stats, NULL},
+    {"hub.gsubscribe", -3, CMD_PUBSUB_OK, cmd_hub_gsubscribe, NULL},
+    {"hub.gunsubscribe", -2, CMD_PUBSUB_OK, cmd_hub_gunsubscribe, NULL},
+    {"hub.listen", -2, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_hub_listen, NULL},
+    {"hub.unlisten", -1, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_hub_unlisten, NULL},
+    {"hub.reply", -3, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_hub_reply, NULL},
+    {"hub.error", 3, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_hub_error, NULL},
 };
 
 typedef struct cmd_entry {
@@ -117,6 +125,8 @@ static const command *find_sub(const command *parent, const hstr *a) {
 }
 
 void commands_dispatch(conn *c, int argc, const hstr *argv) {
+    /* a connection blocked on HUB.CALL runs nothing until it is answered */
+    if (unicast_hold(c, argc, argv)) return;
     const command *cmd = commands_find(&argv[0]);
     if (!cmd) {
         reply_unknown(c, argc, argv);
@@ -139,7 +149,14 @@ void commands_dispatch(conn *c, int argc, const hstr *argv) {
         reply_errorf(c, "ERR wrong number of arguments for '%s' command", check->name);
         return;
     }
-    if (c->proto == 2 && conn_subscriptions(c) && !(check->flags & CMD_PUBSUB_OK)) {
+    if (c->proto == 2 && (c->flags & CONN_LISTENER) && !(check->flags & (CMD_LISTENER_OK | CMD_PUBSUB_OK))) {
+        reply_errorf(c,
+                     "ERR Can't execute '%s': only HUB.REPLY / HUB.ERROR / HUB.LISTEN / HUB.UNLISTEN / "
+                     "(P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                     check->name);
+        return;
+    }
+    if (c->proto == 2 && conn_subscriptions(c) && !(c->flags & CONN_LISTENER) && !(check->flags & CMD_PUBSUB_OK)) {
         reply_errorf(c,
                      "ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
                      "are allowed in this context",

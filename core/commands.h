@@ -68,9 +68,18 @@ void cmd_pubsub(conn *c, int argc, const hstr *argv);
 void cmd_hub_call(conn *c, int argc, const hstr *argv);
 void cmd_hub_handlers(conn *c, int argc, const hstr *argv);
 void cmd_hub_reload(conn *c, int argc, const hstr *argv);
+void cmd_hub_stats(conn *c, int argc, const hstr *argv);        /* cmd_stats.c */
+void cmd_hub_gsubscribe(conn *c, int argc, const hstr *argv);   /* cmd_groups.c */
+void cmd_hub_gunsubscribe(conn *c, int argc, const hstr *argv);
+void cmd_hub_listen(conn *c, int argc, const hstr *argv);   /* unicast.c */
+void cmd_hub_unlisten(conn *c, int argc, const hstr *argv);
+void cmd_hub_reply(conn *c, int argc, const hstr *argv);
+void cmd_hub_error(conn *c, int argc, const hstr *argv);
 
 /* Sections the handler runtime contributes to INFO (cmd_hub.c). Appends
  * "# Handlers\r\n..." text to buf at *len (capacity cap). */
 void info_handlers_section(hub *h, char *buf, size_t *len, size_t cap);
+/* INFO's "# Events" section: per-event-name statistics (cmd_stats.c). */
+void info_events_section(hub *h, char *buf, size_t *len, size_t cap);
 
 #endif

@@ -18,6 +18,7 @@
 #include "commands.h"
 #include "log.h"
 #include "reply.h"
+#include "unicast.h"
 
 #define QBUF_READ_LEN (16 * 1024)  /* bytes asked of each read(2), as Redis */
 #define OBUF_BLOCK (16 * 1024)     /* size of an output block */
@@ -199,6 +200,7 @@ void conn_close_after_reply(conn *c) {
  * list (conn_free_closing guarantees it). */
 static void conn_free(conn *c) {
     hub *h = c->hub;
+    unicast_conn_closed(c);
     router_unsubscribe_all(h->router, &c->sub);
     close(c->fd);
     for (obuf_block *b = c->ohead, *next; b; b = next) {

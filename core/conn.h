@@ -95,9 +95,9 @@ void conn_cron(hub *h);
 /* Frees the shared message-frame cache (at exit). */
 void conn_release_caches(void);
 
-/* Number of channel + pattern subscriptions. */
+/* Number of channel + pattern subscriptions + group memberships. */
 static inline size_t conn_subscriptions(const conn *c) {
-    return c->sub.nchannels + c->sub.npatterns;
+    return c->sub.nchannels + c->sub.npatterns + c->sub.ngroups;
 }
 
 /* Appends one CLIENT LIST line for c (without the trailing \n) to buf. */

@@ -276,6 +276,14 @@ int handler_call(handler *h, const char *name, size_t nlen, const char *data, si
     return 0;
 }
 
+void handler_replaced(handler *h, const char *name, size_t len) {
+    char *err = NULL;
+    if (h->cur && hversion_replaced(h->cur, name, len, &err)) {
+        handler_error(h, "on_replaced", err);
+        free(err);
+    }
+}
+
 size_t handlers_memory(const handlers *rt) {
     size_t n = 0;
     for (const handler *h = rt->by_name; h; h = h->hh.next)

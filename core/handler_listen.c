@@ -1,5 +1,6 @@
 /* handler_listen.c -- the unicast name registry (see handler_listen.h): a
- * uthash keyed by the name's bytes. */
+ * uthash keyed by the name's bytes; each entry holds its registrations as a
+ * small array used as a stack (the last one is the holder). */
 #include "handler_listen.h"
 
 #include <stdlib.h>
@@ -8,7 +9,8 @@
 
 typedef struct lentry {
     UT_hash_handle hh;
-    listener who;
+    listener *stack; /* oldest first; stack[n - 1] holds the name */
+    size_t n, cap;
     size_t len;
     char name[];
 } lentry;
@@ -19,13 +21,16 @@ struct listen_registry {
 
 listen_registry *listen_new(void) { return calloc(1, sizeof(listen_registry)); }
 
+static void entry_free(listen_registry *r, lentry *e) {
+    HASH_DEL(r->names, e);
+    free(e->stack);
+    free(e);
+}
+
 void listen_free(listen_registry *r) {
     if (!r) return;
     lentry *e, *tmp;
-    HASH_ITER(hh, r->names, e, tmp) {
-        HASH_DEL(r->names, e);
-        free(e);
-    }
+    HASH_ITER(hh, r->names, e, tmp) entry_free(r, e);
     free(r);
 }
 
@@ -35,29 +40,53 @@ static lentry *find(const listen_registry *r, const char *name, size_t len) {
     return e;
 }
 
-int listen_add(listen_registry *r, const char *name, size_t len, listener_kind kind, void *owner,
-               listener *holder) {
+/* Index of owner in e's stack, or -1. */
+static long index_of(const lentry *e, const void *owner) {
+    for (size_t i = 0; i < e->n; i++)
+        if (e->stack[i].owner == owner) return (long)i;
+    return -1;
+}
+
+int listen_add(listen_registry *r, const char *name, size_t len, listener_kind kind, void *owner, listener *prev) {
     lentry *e = find(r, name, len);
-    if (e) {
-        if (e->who.owner == owner) return 0;
-        if (holder) *holder = e->who;
-        return -1;
+    if (e && index_of(e, owner) >= 0) return 0;
+    int fresh = !e;
+    if (fresh) {
+        e = calloc(1, sizeof *e + len + 1);
+        if (!e) return -2;
+        memcpy(e->name, name, len);
+        e->len = len;
     }
-    e = calloc(1, sizeof *e + len + 1);
-    if (!e) return -2;
-    memcpy(e->name, name, len);
-    e->len = len;
-    e->who.kind = kind;
-    e->who.owner = owner;
-    HASH_ADD_KEYPTR(hh, r->names, e->name, e->len, e);
-    return 1;
+    if (e->n == e->cap) {
+        size_t cap = e->cap ? e->cap * 2 : 2;
+        listener *s = realloc(e->stack, cap * sizeof *s);
+        if (!s) {
+            if (fresh) free(e);
+            return -2;
+        }
+        e->stack = s;
+        e->cap = cap;
+    }
+    int took_over = e->n > 0;
+    if (took_over && prev) *prev = e->stack[e->n - 1];
+    e->stack[e->n].kind = kind;
+    e->stack[e->n].owner = owner;
+    e->n++;
+    if (fresh) HASH_ADD_KEYPTR(hh, r->names, e->name, e->len, e);
+    return took_over ? 2 : 1;
+}
+
+/* Drops stack slot i of e, and e itself once empty. */
+static void drop_at(listen_registry *r, lentry *e, size_t i) {
+    memmove(&e->stack[i], &e->stack[i + 1], (e->n - i - 1) * sizeof *e->stack);
+    if (--e->n == 0) entry_free(r, e);
 }
 
 int listen_remove(listen_registry *r, const char *name, size_t len, const void *owner) {
     lentry *e = find(r, name, len);
-    if (!e || e->who.owner != owner) return 0;
-    HASH_DEL(r->names, e);
-    free(e);
+    long i = e ? index_of(e, owner) : -1;
+    if (i < 0) return 0;
+    drop_at(r, e, (size_t)i);
     return 1;
 }
 
@@ -66,9 +95,9 @@ size_t listen_remove_owner(listen_registry *r, const void *owner) {
     lentry *e, *tmp;
     HASH_ITER(hh, r->names, e, tmp) {
         // cppcheck-suppress uninitvar ; uthash's iteration macro confuses it
-        if (e->who.owner != owner) continue;
-        HASH_DEL(r->names, e);
-        free(e);
+        long i = index_of(e, owner);
+        if (i < 0) continue;
+        drop_at(r, e, (size_t)i);
         n++;
     }
     return n;
@@ -76,7 +105,20 @@ size_t listen_remove_owner(listen_registry *r, const void *owner) {
 
 const listener *listen_find(const listen_registry *r, const char *name, size_t len) {
     lentry *e = find(r, name, len);
-    return e ? &e->who : NULL;
+    return e ? &e->stack[e->n - 1] : NULL;
+}
+
+const listener *listen_find_other(const listen_registry *r, const char *name, size_t len, listener_kind kind,
+                                  const void *owner) {
+    lentry *e = find(r, name, len);
+    for (size_t i = 0; e && i < e->n; i++)
+        if (e->stack[i].kind == kind && e->stack[i].owner != owner) return &e->stack[i];
+    return NULL;
+}
+
+int listen_has(const listen_registry *r, const char *name, size_t len, const void *owner) {
+    lentry *e = find(r, name, len);
+    return e && index_of(e, owner) >= 0;
 }
 
 size_t listen_count(const listen_registry *r) { return HASH_COUNT(r->names); }

@@ -85,7 +85,7 @@ static void budget_reset(hversion *v) {
 
 /*---- Protected invocation ---------------------------------------------------*/
 
-enum inv_kind { INV_LOAD, INV_EVENT, INV_CALL, INV_REF, INV_HANDOVER };
+enum inv_kind { INV_LOAD, INV_EVENT, INV_CALL, INV_REF, INV_HANDOVER, INV_TASK, INV_RESUME };
 
 /* What one protected call does, its inputs and its outputs. */
 typedef struct invocation {
@@ -101,9 +101,13 @@ typedef struct invocation {
     char *reply;            /* INV_CALL result */
     size_t rlen;
     int ref, nres;          /* INV_REF */
+    const char *arg;        /* INV_REF: one string argument, or NULL for none */
+    size_t alen;
     lua_State *from;        /* INV_HANDOVER: old state, snapshot at its top */
     int has_snapshot;
     const char *stage;      /* INV_HANDOVER: what is running, for messages */
+    int co_ref;             /* INV_RESUME: the waiting coroutine */
+    int ok;                 /* INV_RESUME: hub.call succeeded (arg is the reply) or not (arg is the error) */
 } invocation;
 
 /* Message handler: the error as a string, with a traceback appended. */
@@ -137,6 +141,53 @@ static void push_ev(lua_State *L, const char *name, size_t nlen, const char *dat
     lua_setfield(L, -2, "time");
 }
 
+/*---- Coroutines: callbacks that may wait in hub.call ---------------------------*/
+
+/* Resumes co (at the top of L's stack, and in the registry at co_ref unless
+ * that is LUA_NOREF) with nargs values on its stack. When it waits in
+ * hub.call again, its registry reference goes to the waiter hub.call
+ * registered (v->yielding); when it ends, the reference is dropped. Its error
+ * is raised again in L with the coroutine's traceback. */
+static void resume_task(lua_State *L, hversion *v, lua_State *co, int co_ref, int nargs) {
+    int nres = 0;
+    lua_State *outer = v->running;
+    v->yielding = NULL;
+    v->running = co;
+    lua_sethook(co, lua_gethook(L), LUA_MASKCOUNT, lua_gethookcount(L));
+    int st = lua_resume(co, L, nargs, &nres);
+    v->running = outer;
+    if (st == LUA_YIELD) {
+        hwait *w = v->yielding;
+        v->yielding = NULL;
+        lua_pop(co, nres);
+        if (!w) {
+            if (co_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, co_ref);
+            lua_pushliteral(L, "a handler callback may only yield inside hub.call");
+            lua_error(L);
+        }
+        if (co_ref == LUA_NOREF) {
+            lua_pushvalue(L, -1); /* co */
+            co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
+        hubmod_wait_anchor(w, co_ref);
+        return;
+    }
+    if (co_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, co_ref);
+    if (st == LUA_OK) return;
+    v->co_errmem = st == LUA_ERRMEM;
+    if (lua_type(co, -1) == LUA_TSTRING) luaL_traceback(L, co, lua_tostring(co, -1), 0);
+    else lua_xmove(co, L, 1);
+    lua_error(L);
+}
+
+/* Runs the function below nargs arguments at the top of L in a new coroutine. */
+static void run_task(lua_State *L, hversion *v, int nargs) {
+    lua_State *co = lua_newthread(L);
+    lua_insert(L, -(nargs + 2)); /* co below the function and its arguments */
+    lua_xmove(L, co, nargs + 1);
+    resume_task(L, v, co, LUA_NOREF, nargs);
+}
+
 /* The body every invocation runs in protected mode. */
 static int inv_body(lua_State *L) {
     invocation *iv = lua_touserdata(L, 1);
@@ -155,7 +206,28 @@ static int inv_body(lua_State *L) {
         const hevent *e = iv->ev;
         lua_rawgeti(L, LUA_REGISTRYINDEX, v->ref_on_event);
         push_ev(L, e->chan, e->clen, e->msg, e->mlen, e->pattern, e->plen, e->id, e->time_ms);
-        lua_call(L, 1, 0);
+        run_task(L, v, 1);
+        return 0;
+    }
+    case INV_TASK:
+        lua_rawgeti(L, LUA_REGISTRYINDEX, iv->ref);
+        run_task(L, v, 0);
+        return 0;
+    case INV_RESUME: {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, iv->co_ref);
+        lua_State *co = lua_tothread(L, -1);
+        if (!co) return 0;
+        int n = 1;
+        if (iv->ok) {
+            lua_pushlstring(L, iv->arg, iv->alen);
+        } else {
+            lua_pushnil(L);
+            lua_pushlstring(L, iv->arg, iv->alen);
+            n = 2;
+        }
+        if (!lua_checkstack(co, n)) return luaL_error(L, "not enough memory");
+        lua_xmove(L, co, n);
+        resume_task(L, v, co, iv->co_ref, n);
         return 0;
     }
     case INV_CALL: {
@@ -178,7 +250,8 @@ static int inv_body(lua_State *L) {
     }
     case INV_REF:
         lua_rawgeti(L, LUA_REGISTRYINDEX, iv->ref);
-        lua_call(L, 0, iv->nres);
+        if (iv->arg) lua_pushlstring(L, iv->arg, iv->alen);
+        lua_call(L, iv->arg ? 1 : 0, iv->nres);
         return iv->nres;
     case INV_HANDOVER:
         iv->stage = "snapshot";
@@ -219,7 +292,11 @@ static int inv_run(hversion *v, invocation *iv, int nres, char **err) {
     lua_pushcfunction(L, msgh);
     lua_pushcfunction(L, inv_body);
     lua_pushlightuserdata(L, iv);
+    v->co_errmem = 0;
+    v->active++;
     int st = lua_pcall(L, 1, nres, base + 1);
+    v->active--;
+    if (st != LUA_OK && v->co_errmem) st = LUA_ERRMEM;
     if (st != LUA_OK) {
         *err = error_text(v, st);
         lua_settop(L, base);
@@ -237,7 +314,7 @@ static const struct {
     int is_list;
 } handler_keys[] = {
     {"subscribe", 1}, {"listen", 1},       {"on_event", 0},  {"on_call", 0},
-    {"snapshot", 0},  {"on_reload", 0},
+    {"snapshot", 0},  {"on_reload", 0},     {"on_replaced", 0},
 };
 
 static void bad(lua_State *L, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -355,6 +432,7 @@ static void validate(lua_State *L, hversion *v, const char *path) {
     v->ref_on_call = ref_function(L, t, "on_call");
     v->ref_snapshot = ref_function(L, t, "snapshot");
     v->ref_on_reload = ref_function(L, t, "on_reload");
+    v->ref_on_replaced = ref_function(L, t, "on_replaced");
 }
 
 /*---- Sandbox callbacks --------------------------------------------------------*/
@@ -400,7 +478,7 @@ hversion *hversion_new(handler *h, int number, size_t mem_limit, long long instr
     v->number = number;
     v->mem_limit = mem_limit;
     v->budget_limit = instruction_limit > 0 ? instruction_limit : 1;
-    v->ref_on_event = v->ref_on_call = v->ref_snapshot = v->ref_on_reload = LUA_NOREF;
+    v->ref_on_event = v->ref_on_call = v->ref_snapshot = v->ref_on_reload = v->ref_on_replaced = LUA_NOREF;
     v->sb = (sandbox_opts){v->lib_path, on_require, on_print, v, preload};
     v->L = lua_newstate(hv_alloc, v);
     if (!v->L) {
@@ -471,7 +549,18 @@ int hversion_call(hversion *v, const char *name, size_t nlen, const char *data, 
 }
 
 int hversion_run_ref(hversion *v, int ref, char **err) {
-    invocation iv = {.kind = INV_REF, .ref = ref, .nres = 0};
+    invocation iv = {.kind = INV_TASK, .ref = ref, .nres = 0};
+    return inv_run(v, &iv, 0, err);
+}
+
+int hversion_resume(hversion *v, int co_ref, int ok, const char *p, size_t n, char **err) {
+    invocation iv = {.kind = INV_RESUME, .co_ref = co_ref, .ok = ok, .arg = p, .alen = n};
+    return inv_run(v, &iv, 0, err);
+}
+
+int hversion_replaced(hversion *v, const char *name, size_t len, char **err) {
+    if (v->ref_on_replaced == LUA_NOREF) return 0;
+    invocation iv = {.kind = INV_REF, .ref = v->ref_on_replaced, .nres = 0, .arg = name, .alen = len};
     return inv_run(v, &iv, 0, err);
 }
 
@@ -479,6 +568,7 @@ void hversion_close(hversion *v) {
     if (!v) return;
     v->closing = 1;
     hubmod_close_timers(v);
+    hubmod_close_waits(v);
     if (v->L) {
         budget_reset(v);
         lua_close(v->L);

@@ -31,6 +31,7 @@
 
 typedef struct handler handler;
 typedef struct htimer htimer;
+typedef struct hwait hwait;
 
 /* A byte string copied out of Lua (NUL-terminated, may contain NULs). */
 typedef struct hstrv {
@@ -53,6 +54,7 @@ typedef struct hversion {
     long long budget_limit, budget_used;
     int budget_exceeded;
     int ref_on_event, ref_on_call, ref_snapshot, ref_on_reload; /* registry refs or LUA_NOREF */
+    int ref_on_replaced;     /* optional on_replaced(name): a newer listener took a name */
     hstrv *subscribe;        /* patterns, in file order, without duplicates */
     size_t nsubscribe;
     hstrv *listen;           /* unicast names, without duplicates */
@@ -64,6 +66,13 @@ typedef struct hversion {
     sandbox_opts sb;
     char *lib_path;
     int closing;             /* lua_close in progress: the hub module refuses work */
+    /* on_event and timers run as coroutines so hub.call can wait (hubmod.c) */
+    lua_State *running;      /* the callback coroutine being resumed, or NULL */
+    hwait *yielding;         /* set by hub.call just before it yields */
+    hwait *waits;            /* coroutines waiting for a reply */
+    size_t nwaits;
+    int active;              /* invocations running (a call cycle check) */
+    int co_errmem;           /* the coroutine failed with a memory error */
 } hversion;
 
 /* The version a state (or any coroutine of it) belongs to. */
@@ -84,7 +93,9 @@ int hversion_load(hversion *v, const char *path, const char *src, size_t len, ch
  * copy's complaint). Neither version's subscriptions are touched. */
 int hversion_handover(hversion *nv, hversion *old, char **err);
 
-/* Runs on_event(ev) for a queued event. Returns 0, or -1 with *err. */
+/* Runs on_event(ev) for a queued event, in a coroutine: if it waits in
+ * hub.call it is suspended and resumed by the reply later. Returns 0, or -1
+ * with *err. */
 int hversion_event(hversion *v, const hevent *e, char **err);
 
 /* Runs on_call(ev) for HUB.CALL. Returns 0 with the reply (malloc'd) in
@@ -92,9 +103,19 @@ int hversion_event(hversion *v, const hevent *e, char **err);
 int hversion_call(hversion *v, const char *name, size_t nlen, const char *data, size_t dlen, uint64_t id,
                   double time_ms, char **reply, size_t *rlen, char **err);
 
-/* Calls the function in registry slot ref with no arguments (timers).
- * Returns 0, or -1 with *err. */
+/* Runs on_replaced(name), if the version has one: another listener (a
+ * client's HUB.LISTEN) took over one of its listen names. Returns 0, or -1
+ * with *err. */
+int hversion_replaced(hversion *v, const char *name, size_t len, char **err);
+
+/* Calls the function in registry slot ref with no arguments (timers), in a
+ * coroutine, as on_event is. Returns 0, or -1 with *err. */
 int hversion_run_ref(hversion *v, int ref, char **err);
+
+/* Resumes the coroutine at registry slot co_ref, waiting in hub.call, with
+ * its result: the reply (ok) or nil and the error message. Returns 0, or -1
+ * with *err (the callback's error). */
+int hversion_resume(hversion *v, int co_ref, int ok, const char *p, size_t n, char **err);
 
 /* Stops the version's timers and closes its state (finalizers run under the
  * instruction budget, with the hub module disabled). NULL is allowed. */

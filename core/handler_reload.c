@@ -22,40 +22,16 @@
 #include <sys/stat.h>
 
 #include "handler_runtime.h"
+#include "unicast.h"
 #include "log.h"
+#include "sandbox.h"
 
 /*---- Files ----------------------------------------------------------------------*/
-
-/* Reads a whole file; NULL with errno set on failure. */
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 8192, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (ferror(f)) {
-            int e = errno;
-            free(buf);
-            buf = NULL;
-            errno = e ? e : EIO;
-            break;
-        }
-        if (n < cap) break;
-        char *nb = realloc(buf, cap * 2);
-        if (!nb) free(buf);
-        buf = nb;
-        cap *= 2;
-    }
-    fclose(f);
-    *len = n;
-    return buf;
-}
 
 /* 1 if a lib file differs from when it was required (or is gone). */
 static int dep_changed(const hdep *d) {
     size_t len;
-    char *src = read_file(d->path, &len);
+    char *src = sandbox_read_file(d->path, &len);
     if (!src) return 1;
     int changed = len != d->len || hhash(src, len) != d->hash;
     free(src);
@@ -100,18 +76,17 @@ static int has_str(const hstrv *list, size_t n, const hstrv *s) {
     return 0;
 }
 
-/* Finds a listen name of nv already held by someone else than h. Returns
- * an error message (malloc'd) or NULL. */
+/* Finds a listen name of nv registered by another handler than h (two
+ * handlers never share a name; a client's name is taken over). Returns an
+ * error message (malloc'd) or NULL. */
 static char *listen_conflict(handler *h, hversion *nv) {
     for (size_t i = 0; i < nv->nlisten; i++) {
-        const listener *l = listen_find(h->rt->listeners, nv->listen[i].p, nv->listen[i].len);
-        if (!l || l->owner == h) continue;
+        const listener *l =
+            listen_find_other(h->rt->listeners, nv->listen[i].p, nv->listen[i].len, LISTENER_HANDLER, h);
+        if (!l) continue; /* free, or held by clients: the newest registration takes over */
         char buf[600];
-        if (l->kind == LISTENER_HANDLER)
-            snprintf(buf, sizeof buf, "listen name '%.200s' is already taken by handler '%.200s'", nv->listen[i].p,
-                     ((handler *)l->owner)->name);
-        else
-            snprintf(buf, sizeof buf, "listen name '%.200s' is already taken by a client", nv->listen[i].p);
+        snprintf(buf, sizeof buf, "listen name '%.200s' is already taken by handler '%.200s'", nv->listen[i].p,
+                 ((handler *)l->owner)->name);
         return strdup(buf);
     }
     return NULL;
@@ -137,8 +112,15 @@ static int switch_to(handler *h, hversion *nv) {
     hversion *old = h->cur;
     for (size_t i = 0; i < nv->nsubscribe; i++)
         if (router_psubscribe(r, &h->sub, nv->subscribe[i].p, nv->subscribe[i].len) < 0) goto oom;
-    for (size_t i = 0; i < nv->nlisten; i++)
-        if (listen_add(h->rt->listeners, nv->listen[i].p, nv->listen[i].len, LISTENER_HANDLER, h, NULL) < 0) goto oom;
+    for (size_t i = 0; i < nv->nlisten; i++) {
+        listener prev;
+        int rc = listen_add(h->rt->listeners, nv->listen[i].p, nv->listen[i].len, LISTENER_HANDLER, h, &prev);
+        if (rc < 0) goto oom;
+        if (rc == 2) {
+            listener me = {LISTENER_HANDLER, h};
+            unicast_replaced(h->rt->hub, &prev, nv->listen[i].p, nv->listen[i].len, &me);
+        }
+    }
     if (old) {
         for (size_t i = 0; i < old->nsubscribe; i++)
             if (!has_str(nv->subscribe, nv->nsubscribe, &old->subscribe[i]))
@@ -215,7 +197,7 @@ static int sync_one(handlers *rt, const char *name, handler *h, int force, hrelo
         return 0;
     }
     size_t len = 0;
-    char *src = read_file(path, &len);
+    char *src = sandbox_read_file(path, &len);
     char *err = NULL;
     int rc;
     if (!src) {

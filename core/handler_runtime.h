@@ -102,6 +102,10 @@ void handler_log(handler *h, int level, const char *msg, size_t len);
 int handler_call(handler *h, const char *name, size_t nlen, const char *data, size_t dlen, char **reply,
                  size_t *rlen, char **err);
 
+/* Tells h that a newer listener took over its listen name: runs its
+ * optional on_replaced(name); an error is recorded like any other. */
+void handler_replaced(handler *h, const char *name, size_t len);
+
 /* Publishes a lifecycle event (hub.handler.*) as JSON:
  * {"name":..., "version":N, "error":"..." or null}. */
 void handlers_publish_lifecycle(handlers *rt, const char *event, const char *name, int version, const char *error);

@@ -35,6 +35,7 @@ typedef struct hub {
     config cfg;
     router *router;
     handlers *handlers;      /* the Lua runtime (handler.h); may be NULL */
+    struct unicast *unicast; /* remote listeners, pending calls (unicast.h); may be NULL */
 
     int tcp_fd, unix_fd;
     ev_io tcp_w, unix_w;

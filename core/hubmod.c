@@ -12,6 +12,8 @@
 
 #include "handler_runtime.h"
 #include "log.h"
+#include "stats.h"
+#include "unicast.h"
 
 #define TIMER_MT "luahub.timer"
 
@@ -205,10 +207,124 @@ static int hub_now(lua_State *L) {
     return 1;
 }
 
+/*---- hub.call -------------------------------------------------------------------------*/
+
+/* A callback coroutine waiting in hub.call for a client listener's reply. */
+struct hwait {
+    hversion *v;
+    uint64_t req_id;
+    int co_ref;             /* the coroutine in the registry, once it has yielded */
+    hwait *prev, *next;     /* v->waits */
+};
+
+static void wait_unlink(hwait *w) {
+    hversion *v = w->v;
+    if (w->prev) w->prev->next = w->next;
+    else v->waits = w->next;
+    if (w->next) w->next->prev = w->prev;
+    v->nwaits--;
+}
+
+void hubmod_wait_anchor(hwait *w, int co_ref) { w->co_ref = co_ref; }
+
+void hubmod_close_waits(hversion *v) {
+    while (v->waits) {
+        hwait *w = v->waits;
+        unicast_forget(v->h->rt->hub, w->req_id);
+        wait_unlink(w);
+        free(w);
+    }
+}
+
+/* The request's outcome (unicast_done_fn): resumes the coroutine. */
+static void wait_done(void *ctx, int ok, const char *p, size_t n) {
+    hwait *w = ctx;
+    hversion *v = w->v;
+    int ref = w->co_ref;
+    wait_unlink(w);
+    free(w);
+    if (ref == LUA_NOREF) return;
+    char *err = NULL;
+    if (hversion_resume(v, ref, ok, p, n, &err)) {
+        handler_error(v->h, "callback after hub.call", err);
+        free(err);
+    }
+}
+
+static int call_fail(lua_State *L, const char *msg) {
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+static int hub_call(lua_State *L) {
+    hversion *v = live_version(L, "hub.call");
+    if (lua_type(L, 1) != LUA_TSTRING) return luaL_error(L, "hub.call: name must be a string");
+    int dt = lua_type(L, 2);
+    if (dt != LUA_TSTRING && dt != LUA_TNUMBER) return luaL_error(L, "hub.call: data must be a string");
+    long long timeout = -1;
+    if (!lua_isnoneornil(L, 3)) {
+        double t = lua_type(L, 3) == LUA_TNUMBER ? (double)lua_tonumber(L, 3) : -1;
+        if (!(t >= 0 && t < 9e15)) return luaL_error(L, "hub.call: timeout must be a number of ms >= 0");
+        timeout = (long long)t;
+    }
+    size_t nlen, dlen;
+    const char *name = lua_tolstring(L, 1, &nlen);
+    const char *data = lua_tolstring(L, 2, &dlen);
+    handlers *rt = v->h->rt;
+    stats_called(router_stats(rt->hub->router), name, nlen);
+    const listener *l = listen_find(rt->listeners, name, nlen);
+    if (!l) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "no listener for '%s'", name);
+        return 2;
+    }
+    if (l->kind == LISTENER_HANDLER) {
+        handler *t = l->owner;
+        if (t == v->h || (t->cur && t->cur->active))
+            return call_fail(L, "hub.call: call cycle (the listener's handler is already running)");
+        lua_checkstack(L, 4); /* room for the results before anything is allocated outside Lua */
+        luaL_Buffer b;
+        char *reply = NULL, *err = NULL;
+        size_t rlen = 0;
+        if (handler_call(t, name, nlen, data, dlen, &reply, &rlen, &err)) {
+            lua_pushnil(L);
+            luaL_buffinit(L, &b);
+            if (err) luaL_addlstring(&b, err, herr_msglen(err));
+            else luaL_addstring(&b, "out of memory");
+            free(err); /* NB: an allocation failure above would leak err; the cap makes it rare */
+            luaL_pushresult(&b);
+            return 2;
+        }
+        luaL_buffinit(L, &b);
+        luaL_addlstring(&b, reply, rlen);
+        free(reply);
+        luaL_pushresult(&b);
+        return 1;
+    }
+    if (L != v->running)
+        return call_fail(L, "hub.call: a client listener can only be waited for in on_event or a timer callback");
+    hwait *w = calloc(1, sizeof *w);
+    if (!w) return luaL_error(L, "hub.call: out of memory");
+    w->v = v;
+    w->co_ref = LUA_NOREF;
+    w->req_id = unicast_request(rt->hub, l->owner, name, nlen, data, dlen, timeout, wait_done, w);
+    if (!w->req_id) {
+        free(w);
+        return luaL_error(L, "hub.call: out of memory");
+    }
+    w->next = v->waits;
+    if (v->waits) v->waits->prev = w;
+    v->waits = w;
+    v->nwaits++;
+    v->yielding = w;
+    return lua_yield(L, 0);
+}
+
 int luaopen_hub(lua_State *L) {
     static const luaL_Reg funcs[] = {
         {"publish", hub_publish}, {"log", hub_log},     {"now", hub_now},       {"after", hub_after},
-        {"every", hub_every},     {"cancel", hub_cancel}, {NULL, NULL},
+        {"every", hub_every},     {"cancel", hub_cancel}, {"call", hub_call},     {NULL, NULL},
     };
     static const luaL_Reg timer_methods[] = {{"cancel", timer_cancel_l}, {NULL, NULL}};
     hversion *v = hversion_of(L);

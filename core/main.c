@@ -17,6 +17,8 @@
 #include "handler.h"
 #include "hub.h"
 #include "log.h"
+#include "stats.h"
+#include "unicast.h"
 
 /*---- Listeners ----------------------------------------------------------*/
 
@@ -150,6 +152,7 @@ int main(int argc, char **argv) {
     h->tcp_fd = h->unix_fd = -1;
     commands_init();
     h->router = router_new();
+    if (h->router) stats_set_max_names(router_stats(h->router), (size_t)h->cfg.stats_max_names);
     if (!h->router) {
         log_warning("out of memory");
         return 1;
@@ -187,6 +190,7 @@ int main(int argc, char **argv) {
     ev_timer_start(h->loop, &h->cron_w);
 
     h->handlers = handlers_new(h);
+    h->unicast = unicast_new(h);
 
     log_notice("luahub %s started, pid %d, listening on %s:%d%s%s", LUAHUB_VERSION, (int)getpid(), h->cfg.bind,
                h->cfg.port, h->unix_fd >= 0 ? " and " : "", h->unix_fd >= 0 ? h->cfg.unixsocket : "");
@@ -197,7 +201,9 @@ int main(int argc, char **argv) {
     conn_flush_pending(h);
     for (conn *c = h->conns; c; c = c->next) conn_close(c, NULL);
     conn_free_closing(h);
-    handlers_free(h->handlers);
+    handlers_free(h->handlers); /* before unicast_free: closing versions forget their hub.call waits */
+    unicast_free(h->unicast);
+    h->unicast = NULL;
     router_free(h->router);
     commands_free();
     conn_release_caches();

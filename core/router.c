@@ -6,7 +6,14 @@
  * subscriber's own hash table, keyed by the entry pointer, and remembers its
  * index in the entry's array, so subscribe, unsubscribe and delivery are all
  * O(1) per subscription. Pattern entries live in a patindex, so a publish
- * only visits patterns that can match its channel. */
+ * only visits patterns that can match its channel.
+ *
+ * A competing-consumer group (router.h) is a `group` record that embeds its
+ * own subscriber, pattern-subscribed like any other, whose deliver callback
+ * picks one member. Members are kept like subscriptions: a dense array in
+ * the group plus a gmember in the member's own hash table. With no groups
+ * the publish path is untouched. Every publish is also counted in the
+ * per-name statistics (stats.h): one more hash lookup. */
 #include "router.h"
 
 #include <stdlib.h>
@@ -16,6 +23,9 @@
 
 #include "glob.h"
 #include "patindex.h"
+#include "stats.h"
+
+#define STATS_DEFAULT_MAX_NAMES 10000
 
 /* A channel or a pattern with its subscriptions. */
 typedef struct entry {
@@ -34,9 +44,29 @@ typedef struct subref {
     size_t idx;             /* position in e->subs */
 } subref;
 
+typedef struct group {
+    UT_hash_handle hh;      /* in router->groups, key: name '\0' pattern */
+    subscriber gs;          /* the group as one pattern subscriber */
+    struct gmember **members;
+    size_t n, cap, next;    /* next: round-robin cursor */
+    size_t glen, plen, klen;
+    char key[];             /* group name, '\0', pattern, '\0' */
+} group;
+
+typedef struct gmember {
+    UT_hash_handle hh;      /* in the member's groups, key: g */
+    group *g;
+    subscriber *s;
+    size_t idx;             /* position in g->members */
+} gmember;
+
+static void member_leave(router *r, gmember *m);
+
 struct router {
     entry *channels;        /* uthash by name */
     patindex *patterns;     /* pattern -> entry */
+    group *groups;          /* uthash by key */
+    stats *stats;
     uint64_t next_id;
     uint64_t published;
     uint64_t deliveries;
@@ -47,7 +77,10 @@ router *router_new(void) {
     router *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->patterns = patindex_new();
-    if (!r->patterns) {
+    r->stats = stats_new(STATS_DEFAULT_MAX_NAMES);
+    if (!r->patterns || !r->stats) {
+        patindex_free(r->patterns);
+        stats_free(r->stats);
         free(r);
         return NULL;
     }
@@ -68,6 +101,19 @@ static int free_pattern_cb(void *udata, const char *pat, size_t plen, void *ctx)
  * not be used with it afterwards. */
 void router_free(router *r) {
     if (!r) return;
+    group *g, *gtmp;
+    HASH_ITER(hh, r->groups, g, gtmp) {
+        HASH_DEL(r->groups, g);
+        for (size_t i = 0; i < g->n; i++) {
+            subscriber *s = g->members[i]->s;
+            HASH_CLEAR(hh, s->groups); /* drops the member's whole table, once */
+            s->ngroups = 0;
+            free(g->members[i]);
+        }
+        HASH_CLEAR(hh, g->gs.patterns); /* its subref goes with the pattern entries */
+        free(g->members);
+        free(g);
+    }
     entry *e, *tmp;
     HASH_ITER(hh, r->channels, e, tmp) {
         HASH_DEL(r->channels, e);
@@ -77,6 +123,7 @@ void router_free(router *r) {
     }
     patindex_foreach(r->patterns, free_pattern_cb, NULL);
     patindex_free(r->patterns);
+    stats_free(r->stats);
     free(r);
 }
 
@@ -224,6 +271,8 @@ void router_foreach_pattern_of(router *r, subscriber *s, router_name_fn fn, void
 }
 
 void router_unsubscribe_all(router *r, subscriber *s) {
+    gmember *m, *mtmp;
+    HASH_ITER(hh, s->groups, m, mtmp) member_leave(r, m);
     subref *ref, *tmp;
     HASH_ITER(hh, s->channels, ref, tmp) {
         entry *e = ref->e;
@@ -235,10 +284,13 @@ void router_unsubscribe_all(router *r, subscriber *s) {
     }
 }
 
+/* d must stay the first member: a group's deliver callback gets &pc->d and
+ * recovers the publish (origin, missed) from it. */
 typedef struct publish_ctx {
     delivery d;
     subscriber *origin;
     size_t receivers;
+    size_t missed;          /* groups that found no member to take the event */
 } publish_ctx;
 
 /* Delivers to every subscription of entry e except the origin's; returns the
@@ -274,12 +326,15 @@ size_t router_publish_from(router *r, subscriber *origin, const char *chan, size
                            size_t mlen) {
     publish_ctx pc = {.d = {NULL, 0, chan, clen, msg, mlen, ++r->next_id, 0}, .origin = origin};
     pc.d.time_ms = now_ms();
+    unsigned hashv = stats_hash(chan, clen); /* once, for both lookups */
     entry *e;
-    HASH_FIND(hh, r->channels, chan, clen, e);
+    HASH_FIND_BYHASHVALUE(hh, r->channels, chan, clen, hashv, e);
     if (e) pc.receivers += deliver_entry(e, &pc);
     if (patindex_count(r->patterns)) patindex_match(r->patterns, chan, clen, deliver_pattern_cb, &pc);
+    pc.receivers -= pc.missed;
     r->published++;
     r->deliveries += pc.receivers;
+    stats_published(r->stats, chan, clen, hashv, pc.receivers, pc.d.time_ms);
     return pc.receivers;
 }
 
@@ -302,6 +357,147 @@ void router_foreach_channel(router *r, const char *pat, size_t plen, router_name
         if (!pat || glob_match(pat, plen, e->name, e->len)) fn(e->name, e->len, ctx);
     }
 }
+
+/* Adds one matching pattern entry's subscriptions to a count. */
+static int count_pattern_cb(void *udata, const char *pat, size_t plen, void *ctx) {
+    (void)pat, (void)plen;
+    *(size_t *)ctx += ((entry *)udata)->n;
+    return 0;
+}
+
+size_t router_receivers(router *r, const char *chan, size_t len) {
+    size_t n = router_numsub(r, chan, len);
+    if (patindex_count(r->patterns)) patindex_match(r->patterns, chan, len, count_pattern_cb, &n);
+    return n;
+}
+
+stats *router_stats(router *r) { return r->stats; }
+
+/*---- Competing consumers -------------------------------------------------*/
+
+/* A group's router callback: offers the event to its members in round-robin
+ * order, starting after the last one that took an event, until one takes
+ * it. The publisher itself is skipped, as for plain subscriptions. */
+static void group_deliver(subscriber *gs, const delivery *d) {
+    group *g = gs->udata;
+    publish_ctx *pc = (publish_ctx *)d;
+    size_t start = g->n ? g->next % g->n : 0;
+    for (size_t i = 0; i < g->n; i++) {
+        size_t k = (start + i) % g->n;
+        subscriber *s = g->members[k]->s;
+        if (s == pc->origin || !s->gdeliver) continue;
+        if (s->gdeliver(s, d, g->key, g->glen)) {
+            g->next = k + 1;
+            return;
+        }
+    }
+    pc->missed++;
+}
+
+/* The group (name, pattern), or NULL. key must have room for the key. */
+static group *group_find(router *r, const char *name, size_t glen, const char *pat, size_t plen, char *key) {
+    memcpy(key, name, glen);
+    key[glen] = '\0';
+    memcpy(key + glen + 1, pat, plen);
+    key[glen + 1 + plen] = '\0';
+    group *g;
+    HASH_FIND(hh, r->groups, key, glen + plen + 2, g);
+    return g;
+}
+
+/* Frees a group with no members left, dropping its pattern subscription. */
+static void group_drop(router *r, group *g) {
+    router_punsubscribe(r, &g->gs, g->key + g->glen + 1, g->plen);
+    HASH_DEL(r->groups, g);
+    free(g->members);
+    free(g);
+}
+
+int router_gsubscribe(router *r, subscriber *s, const char *name, size_t glen, const char *pat, size_t plen) {
+    size_t klen = glen + plen + 2;
+    char *key = malloc(klen);
+    if (!key) return -1;
+    group *g = group_find(r, name, glen, pat, plen, key);
+    if (!g) {
+        if (!(g = calloc(1, sizeof *g + klen))) {
+            free(key);
+            return -1;
+        }
+        memcpy(g->key, key, klen);
+        g->glen = glen;
+        g->plen = plen;
+        g->klen = klen;
+        g->gs.deliver = group_deliver;
+        g->gs.udata = g;
+        if (router_psubscribe(r, &g->gs, g->key + glen + 1, plen) < 0) {
+            free(g);
+            free(key);
+            return -1;
+        }
+        HASH_ADD_KEYPTR(hh, r->groups, g->key, g->klen, g);
+    }
+    free(key);
+    gmember *m;
+    HASH_FIND_PTR(s->groups, &g, m);
+    if (m) return 0;
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 4;
+        gmember **v = realloc(g->members, cap * sizeof *v);
+        if (!v || !(m = calloc(1, sizeof *m))) {
+            if (v) g->members = v, g->cap = cap;
+            if (g->n == 0) group_drop(r, g);
+            return -1;
+        }
+        g->members = v;
+        g->cap = cap;
+    } else if (!(m = calloc(1, sizeof *m))) {
+        return -1;
+    }
+    m->g = g;
+    m->s = s;
+    m->idx = g->n;
+    g->members[g->n++] = m;
+    HASH_ADD_PTR(s->groups, g, m);
+    s->ngroups++;
+    return 1;
+}
+
+/* Removes member m from its group (and frees the group if it was the last). */
+static void member_leave(router *r, gmember *m) {
+    group *g = m->g;
+    subscriber *s = m->s;
+    g->members[m->idx] = g->members[--g->n];
+    g->members[m->idx]->idx = m->idx;
+    HASH_DEL(s->groups, m);
+    s->ngroups--;
+    free(m);
+    if (g->n == 0) group_drop(r, g);
+}
+
+int router_gunsubscribe(router *r, subscriber *s, const char *name, size_t glen, const char *pat, size_t plen) {
+    char *key = malloc(glen + plen + 2);
+    if (!key) return 0;
+    group *g = group_find(r, name, glen, pat, plen, key);
+    free(key);
+    if (!g) return 0;
+    gmember *m;
+    HASH_FIND_PTR(s->groups, &g, m);
+    if (!m) return 0;
+    member_leave(r, m);
+    return 1;
+}
+
+void router_foreach_group_of(router *r, subscriber *s, const char *name, size_t glen, router_name_fn fn,
+                             void *ctx) {
+    (void)r;
+    gmember *m, *tmp;
+    HASH_ITER(hh, s->groups, m, tmp) {
+        group *g = m->g;
+        if (g->glen == glen && memcmp(g->key, name, glen) == 0) fn(g->key + glen + 1, g->plen, ctx);
+    }
+}
+
+size_t router_group_count(const router *r) { return HASH_COUNT(r->groups); }
 
 uint64_t router_events_published(const router *r) { return r->published; }
 uint64_t router_deliveries(const router *r) { return r->deliveries; }

@@ -21,6 +21,8 @@
 typedef struct router router;
 typedef struct subscriber subscriber;
 struct subref;
+struct gmember;
+struct stats;
 
 /* One event as seen by a subscriber. pattern is NULL for a channel match. */
 typedef struct delivery {
@@ -35,13 +37,22 @@ typedef struct delivery {
 } delivery;
 
 /* A subscriber's identity in the router. Embed it; the router owns the
- * subscription fields and the owner only sets `deliver` (and `udata`). */
+ * subscription fields and the owner only sets `deliver` (and `udata`), and
+ * `gdeliver` before joining a group.
+ *
+ * gdeliver receives one event on behalf of a group (see "Competing
+ * consumers" below) and returns 1 if it took it, 0 if it cannot (e.g. the
+ * connection is closing), in which case the group offers it to the next
+ * member. A Lua handler joins a group the same way: set gdeliver and call
+ * router_gsubscribe (hook for a `group = "name"` handler key). */
 struct subscriber {
     void (*deliver)(subscriber *s, const delivery *d);
+    int (*gdeliver)(subscriber *s, const delivery *d, const char *group, size_t glen);
     void *udata;
     struct subref *channels; /* uthash, owned by the router */
     struct subref *patterns;
-    size_t nchannels, npatterns;
+    struct gmember *groups;  /* uthash, owned by the router */
+    size_t nchannels, npatterns, ngroups;
 };
 
 router *router_new(void);
@@ -62,7 +73,29 @@ typedef void (*router_name_fn)(const char *name, size_t len, void *ctx);
 void router_foreach_channel_of(router *r, subscriber *s, router_name_fn fn, void *ctx);
 void router_foreach_pattern_of(router *r, subscriber *s, router_name_fn fn, void *ctx);
 
-/* Drops every subscription of s (on disconnect or handler unload). */
+/* Competing consumers. A group is the pair (group name, pattern); its
+ * members are subscribers. The group itself is one pattern subscriber in the
+ * router, so a matching event makes one delivery to the group (and counts
+ * one in publish's reply), which hands it to exactly one live member: round
+ * robin over the members, skipping one that refuses (gdeliver returns 0) or
+ * that published the event. The same subscriber joining (g, "a.*") and
+ * (g, "a.b") is in two groups and can get an event from each, like a
+ * channel plus a pattern subscription does.
+ *
+ * router_gsubscribe returns 1 if s newly joined, 0 if it already was a
+ * member, -1 on allocation failure. router_gunsubscribe returns 1 if it was
+ * a member; a group with no members left is dropped. */
+int router_gsubscribe(router *r, subscriber *s, const char *group, size_t glen, const char *pat, size_t plen);
+int router_gunsubscribe(router *r, subscriber *s, const char *group, size_t glen, const char *pat, size_t plen);
+/* Calls fn with the pattern of each group named `group` s is a member of;
+ * fn may leave that very group. */
+void router_foreach_group_of(router *r, subscriber *s, const char *group, size_t glen, router_name_fn fn,
+                             void *ctx);
+/* Number of (group, pattern) groups with at least one member. */
+size_t router_group_count(const router *r);
+
+/* Drops every subscription and group membership of s (on disconnect or
+ * handler unload). */
 void router_unsubscribe_all(router *r, subscriber *s);
 
 /* Delivers an event to every matching subscription; returns how many
@@ -79,11 +112,19 @@ size_t router_publish_from(router *r, subscriber *origin, const char *chan, size
 size_t router_channel_count(const router *r);
 size_t router_pattern_count(const router *r);
 size_t router_numsub(router *r, const char *chan, size_t len);
+/* How many deliveries a publish to chan would make now: its channel
+ * subscribers plus the subscriptions of every matching pattern (a group
+ * counts once). */
+size_t router_receivers(router *r, const char *chan, size_t len);
 /* Calls fn for every channel with at least one subscriber (all if pat NULL,
  * else those matching the glob). */
 void router_foreach_channel(router *r, const char *pat, size_t plen, router_name_fn fn, void *ctx);
 
 uint64_t router_events_published(const router *r);
 uint64_t router_deliveries(const router *r);
+
+/* The per-event-name traffic statistics every publish is counted in
+ * (stats.h); owned by the router, never NULL after router_new. */
+struct stats *router_stats(router *r);
 
 #endif

@@ -68,8 +68,8 @@ static int sb_print(lua_State *L) {
 
 /*---- require ----------------------------------------------------------------*/
 
-/* Reads a whole file into a malloc'd buffer. Returns NULL with errno set. */
-static char *read_all(const char *path, size_t *len) {
+/* Reads a whole file into a malloc'd buffer (see sandbox.h). */
+char *sandbox_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     size_t cap = 4096, n = 0;
@@ -109,7 +109,7 @@ static int sb_searcher(lua_State *L) {
     /* No Lua call may raise between the malloc and the free below. */
     size_t len = 0;
     errno = 0;
-    char *src = read_all(file, &len);
+    char *src = sandbox_read_file(file, &len);
     if (!src) {
         if (errno == ENOENT || errno == ENOTDIR) lua_pushfstring(L, "no file '%s'", file);
         else lua_pushfstring(L, "cannot read '%s': %s", file, strerror(errno ? errno : EIO));

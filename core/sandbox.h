@@ -36,4 +36,9 @@ typedef struct sandbox_opts {
  * raise, so call it in protected mode. opts (and lib_path) must outlive L. */
 void sandbox_open(lua_State *L, const sandbox_opts *opts);
 
+/* Reads a whole file into a malloc'd buffer (the caller frees it) and sets
+ * *len. Returns NULL with errno set on failure. Used for handler files and
+ * the lib modules they require. */
+char *sandbox_read_file(const char *path, size_t *len);
+
 #endif

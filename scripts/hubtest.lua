@@ -19,6 +19,7 @@
 --   * globals are per version (a fresh env per load); the instruction budget
 --     (opts.instruction_limit, default the hub's 10,000,000) is per call.
 --   * print is captured in .logs with level "print".
+--   * hub.call(name, data) returns what opts.calls[name](data) returns, at once.
 local cjson = require("cjson")
 
 local byte, concat, fmt = string.byte, table.concat, string.format
@@ -32,6 +33,7 @@ local LOG_LEVELS = { debug = true, info = true, notice = true, warning = true }
 local HANDLER_KEYS = {
   subscribe = "list", listen = "list",
   on_event = "function", on_call = "function", snapshot = "function", on_reload = "function",
+  on_replaced = "function",
 }
 
 ---------------------------------------------------------------------------------------
@@ -212,6 +214,21 @@ local function make_hub(inst)
     local r = inst.opts.receivers or 0
     if type(r) == "function" then r = r(name, data) end
     return r
+  end
+
+  -- hub.call answers from opts.calls[name] (a function(data) returning the
+  -- reply, or nil and an error), synchronously: a spec decides what the
+  -- listener says, timeouts included.
+  function hub.call(name, data, timeout)
+    if type(name) ~= "string" then error("hub.call: name must be a string", 2) end
+    if type(data) == "number" then data = tostring(data) end
+    if type(data) ~= "string" then error("hub.call: data must be a string", 2) end
+    if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+      error("hub.call: timeout must be a number of ms >= 0", 2)
+    end
+    local fn = inst.opts.calls and inst.opts.calls[name]
+    if not fn then return nil, fmt("no listener for '%s'", name) end
+    return fn(data)
   end
 
   function hub.log(level, msg)

@@ -563,3 +563,21 @@ describe("reload", function()
     assert.has_no_error(function() h1:advance(100) end)
   end)
 end)
+
+
+describe("hub.call in the kit", function()
+  it("answers from opts.calls", function()
+    local src = [[
+local hub = require("hub")
+return { subscribe = {"a"}, on_event = function(ev)
+  local r, err = hub.call("svc", ev.data)
+  hub.publish("out", r or err)
+end }]]
+    local h = hubtest.load("x.lua", { source = src, calls = { svc = function(d) return "R" .. d end } })
+    h:event("a", "1")
+    assert.are.equal("R1", h:take_published()[1].data)
+    local h2 = hubtest.load("x.lua", { source = src })
+    h2:event("a", "1")
+    assert.are.equal("no listener for 'svc'", h2:take_published()[1].data)
+  end)
+end)

@@ -1,5 +1,6 @@
-/* test_handler_listen.c -- the unicast name registry: one owner per name,
- * whatever its kind; removal by name and by owner. */
+/* test_handler_listen.c -- the unicast name registry: the newest
+ * registration holds a name whatever its kind, removal falls back to the
+ * most recent earlier one; removal by name and by owner. */
 #include "handler_listen.h"
 #include "unit.h"
 
@@ -10,10 +11,15 @@ TEST(add_find_and_owner_conflicts) {
     listener holder = {0};
     CHECK(listen_add(r, "x", 1, LISTENER_HANDLER, &a, NULL) == 1);
     CHECK(listen_add(r, "x", 1, LISTENER_HANDLER, &a, NULL) == 0);
-    CHECK(listen_add(r, "x", 1, LISTENER_CONN, &b, &holder) == -1);
+    CHECK(listen_add(r, "x", 1, LISTENER_CONN, &b, &holder) == 2);
     CHECK(holder.owner == &a && holder.kind == LISTENER_HANDLER);
     const listener *l = listen_find(r, "x", 1);
-    CHECK(l && l->owner == &a);
+    CHECK(l && l->owner == &b && l->kind == LISTENER_CONN);
+    CHECK(listen_add(r, "x", 1, LISTENER_HANDLER, &a, NULL) == 0); /* no take-back */
+    CHECK(listen_find(r, "x", 1)->owner == &b);
+    CHECK(listen_find_other(r, "x", 1, LISTENER_HANDLER, &b)->owner == &a);
+    CHECK(listen_find_other(r, "x", 1, LISTENER_HANDLER, &a) == NULL);
+    CHECK(listen_has(r, "x", 1, &a) && listen_has(r, "x", 1, &b));
     CHECK(listen_find(r, "y", 1) == NULL);
     CHECK(listen_count(r) == 1);
     listen_free(r);
@@ -35,6 +41,21 @@ TEST(remove_only_by_the_owner) {
     CHECK(listen_remove(r, "x", 1, &a) == 1);
     CHECK(listen_remove(r, "x", 1, &a) == 0);
     CHECK(listen_add(r, "x", 1, LISTENER_CONN, &b, NULL) == 1);
+    listen_free(r);
+}
+
+TEST(fallback_to_the_most_recent_earlier_registration) {
+    listen_registry *r = listen_new();
+    static int c3;
+    listen_add(r, "x", 1, LISTENER_HANDLER, &a, NULL);
+    listen_add(r, "x", 1, LISTENER_CONN, &b, NULL);
+    listen_add(r, "x", 1, LISTENER_CONN, &c3, NULL);
+    CHECK(listen_remove(r, "x", 1, &b) == 1); /* not the holder: holder unchanged */
+    CHECK(listen_find(r, "x", 1)->owner == &c3);
+    CHECK(listen_remove_owner(r, &c3) == 1);
+    CHECK(listen_find(r, "x", 1)->owner == &a);
+    CHECK(listen_remove(r, "x", 1, &a) == 1);
+    CHECK(listen_find(r, "x", 1) == NULL && listen_count(r) == 0);
     listen_free(r);
 }
 

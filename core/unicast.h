@@ -1,0 +1,80 @@
+/* unicast.h -- remote unicast listeners and request/reply between
+ * connections: HUB.LISTEN / HUB.UNLISTEN / HUB.REPLY / HUB.ERROR, the remote
+ * half of HUB.CALL, and the "replaced" notice of a takeover (for either kind
+ * of listener).
+ *
+ * Names live in the handlers' registry (handler_listen.h), so clients and
+ * Lua handlers share one namespace: the newest registration holds a name and
+ * the previous holder is told (a push [replaced, name, who] to a client, a
+ * call of on_replaced(name) in a handler); when the holder goes, the name
+ * falls back to the most recent earlier registration still alive.
+ *
+ * A HUB.CALL to a client listener does not block the loop: the request gets
+ * an id, goes to the listener as a push [request, id, name, payload] and is
+ * kept in a table keyed by id with the caller's connection id (never a
+ * pointer: the caller may go away; a late reply is then dropped). The caller
+ * is "blocked" like a Redis client in BLPOP: its later requests are held, in
+ * order, until the reply, an error, the timeout or the listener's disconnect
+ * answers the call, so pipelined replies keep their order. Each request has
+ * its own ev_timer (call-timeout, or the call's timeout-ms; 0 = none).
+ * hub.call from Lua (hubmod.c) sends requests through unicast_request: the
+ * outcome is handed to a callback from an idle watcher, so Lua is never
+ * resumed from inside another connection's command or a connection's free.
+ *
+ * State is per hub (hub->unicast); per-connection state is keyed by the
+ * connection id and dropped by unicast_conn_closed(), which conn_free calls. */
+#ifndef LUAHUB_UNICAST_H
+#define LUAHUB_UNICAST_H
+
+#include <stddef.h>
+
+#include "commands.h"
+#include "handler_listen.h"
+
+typedef struct unicast unicast;
+
+/* Creates the state (NULL if out of memory: remote listeners then refuse). */
+unicast *unicast_new(hub *h);
+/* Frees it; call after every connection has been freed. NULL is allowed. */
+void unicast_free(unicast *u);
+
+/* A connection is being freed: its names are unregistered (with fallback),
+ * requests delivered to it fail with "listener ... disconnected", a call it
+ * was waiting for is dropped on arrival, its held requests are discarded. */
+void unicast_conn_closed(conn *c);
+
+/* RESET: drops c's listen registrations (requests already delivered to it
+ * can still be answered). */
+void unicast_reset(conn *c);
+
+/* Called by the dispatcher first: if c is blocked on a HUB.CALL (or still has
+ * held requests to replay), copies the request to c's queue and returns 1;
+ * otherwise returns 0 and the request runs now. */
+int unicast_hold(conn *c, int argc, const hstr *argv);
+
+/* The remote half of HUB.CALL: sends the request to listener l and blocks
+ * the caller c. timeout_ms < 0 means the call-timeout option; 0 none. */
+void unicast_call(conn *c, conn *l, const hstr *name, const hstr *payload, long long timeout_ms);
+
+/* hub.call from Lua: the result of a request, ok with the reply, or not ok
+ * with the error message ("timeout: ...", "listener for 'x' disconnected",
+ * or the listener's HUB.ERROR message). */
+typedef void (*unicast_done_fn)(void *ctx, int ok, const char *p, size_t n);
+
+/* Sends a request with no calling connection to listener l; done(ctx, ...)
+ * is called once, later, from the loop (never inside this call), unless the
+ * request is forgotten first. Returns the request id, or 0 if out of memory. */
+uint64_t unicast_request(hub *h, conn *l, const char *name, size_t nlen, const char *p, size_t n,
+                         long long timeout_ms, unicast_done_fn done, void *ctx);
+
+/* Drops the callback of request id (its waiter is gone); the listener's reply
+ * is then accepted and dropped. */
+void unicast_forget(hub *h, uint64_t id);
+
+/* Tells `old` that `by` took over name from it (see the top comment). */
+void unicast_replaced(hub *h, const listener *old, const char *name, size_t len, const listener *by);
+
+/* Requests waiting for a remote listener's reply (INFO). */
+size_t unicast_pending(const hub *h);
+
+#endif

@@ -1,0 +1,537 @@
+"""Remote unicast listeners (HUB.LISTEN / HUB.UNLISTEN / HUB.REPLY /
+HUB.ERROR) and HUB.CALL to them: round trips in RESP2 and RESP3, error
+replies, takeover (newest wins, the old holder is told and still answers what
+it already has), fallback when a holder goes, timeouts, callers that go away,
+many concurrent callers, pipelined calls, and the RESP2 listener mode."""
+import os
+import signal
+import threading
+
+import pytest
+
+from conftest import Error, Push, Status, wait_for
+
+pytestmark = pytest.mark.hub_only
+
+
+def listen(c, *names):
+    c.send_command("HUB.LISTEN", *names)
+    return [c.read_reply() for _ in names]
+
+
+def take_request(c, name=b"svc"):
+    """Reads one [request, id, name, payload] frame; returns (id, payload)."""
+    v = c.read_reply()
+    assert list(v[:1]) == [b"request"] and len(v) == 4, v
+    assert v[2] == name
+    return v[1], v[3]
+
+
+def write_handler(server_dir, name, text):
+    with open(os.path.join(server_dir, name + ".lua"), "w") as f:
+        f.write(text)
+
+
+# --------------------------------------------------------------------------
+# Round trips
+# --------------------------------------------------------------------------
+
+def test_listen_call_reply_round_trip_resp2(server):
+    lis, caller = server.raw(), server.raw()
+    assert listen(lis, "svc") == [[b"listen", b"svc", 1]]
+    caller.send_command("HUB.CALL", "svc", "hello")
+    v = lis.read_reply()
+    assert type(v) is list and v[0] == b"request" and v[2:] == [b"svc", b"hello"]  # an array in RESP2
+    rid = v[1]
+    assert lis.call("HUB.REPLY", rid, "world") == Status(b"OK")
+    assert caller.read_reply() == b"world"
+
+
+def test_listen_call_reply_round_trip_resp3(server):
+    lis, caller = server.raw(), server.raw()
+    lis.call("HELLO", "3")
+    caller.call("HELLO", "3")
+    lis.send_command("HUB.LISTEN", "svc", "other")
+    confirms = [lis.read_reply(), lis.read_reply()]
+    assert confirms == [[b"listen", b"svc", 1], [b"listen", b"other", 2]]
+    assert all(isinstance(x, Push) for x in confirms)
+    caller.send_command("HUB.CALL", "other", b"\x00bin\r\n")
+    v = lis.read_reply()
+    assert isinstance(v, Push) and v[0] == b"request" and v[2] == b"other" and v[3] == b"\x00bin\r\n"
+    # in RESP3 a listener can run anything, and the caller is served in turn
+    assert lis.call("ECHO", "still here") == b"still here"
+    assert lis.call("HUB.REPLY", v[1], "ok3") == Status(b"OK")
+    assert caller.read_reply() == b"ok3"
+
+
+def test_redis_py_caller_gets_the_listeners_reply(server):
+    lis = server.raw()
+    listen(lis, "svc")
+    r = server.client()
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("v", r.execute_command("HUB.CALL", "svc", "q")))
+    t.start()
+    rid, payload = take_request(lis)
+    assert payload == b"q"
+    lis.call("HUB.REPLY", rid, "a")
+    t.join(5)
+    assert out["v"] == b"a"
+
+
+def test_error_replies_reach_the_caller(server):
+    lis, caller = server.raw(), server.raw()
+    listen(lis, "svc")
+    caller.send_command("HUB.CALL", "svc", "1")
+    rid, _ = take_request(lis)
+    assert lis.call("HUB.ERROR", rid, "no such order") == Status(b"OK")
+    assert caller.read_reply() == Error(b"ERR no such order")
+    caller.send_command("HUB.CALL", "svc", "2")
+    rid, _ = take_request(lis)
+    assert lis.call("HUB.REPLY", rid, "bad input", "ERROR") == Status(b"OK")
+    assert caller.read_reply() == Error(b"ERR bad input")
+    # answered already, never delivered here, not a number
+    assert lis.call("HUB.REPLY", rid, "again") == Error(b"ERR unknown request id")
+    assert lis.call("HUB.REPLY", "999999", "x") == Error(b"ERR unknown request id")
+    assert lis.call("HUB.ERROR", "nope", "x") == Error(b"ERR unknown request id")
+    assert lis.call("HUB.REPLY", "1", "x", "BOGUS").startswith(b"ERR syntax error")
+
+
+def test_only_the_listener_a_request_went_to_may_answer_it(server):
+    lis, other, caller = server.raw(), server.raw(), server.raw()
+    listen(lis, "svc")
+    caller.send_command("HUB.CALL", "svc", "x")
+    rid, _ = take_request(lis)
+    assert other.call("HUB.REPLY", rid, "stolen") == Error(b"ERR unknown request id")
+    lis.call("HUB.REPLY", rid, "mine")
+    assert caller.read_reply() == b"mine"
+
+
+def test_call_without_listener_is_an_error(server):
+    c = server.raw()
+    assert c.call("HUB.CALL", "nobody", "x") == Error(b"ERR no listener for 'nobody'")
+
+
+# --------------------------------------------------------------------------
+# Takeover and fallback
+# --------------------------------------------------------------------------
+
+def test_takeover_with_requests_in_flight_loses_and_duplicates_nothing(server):
+    old, new = server.raw(), server.raw()
+    callers = [server.raw() for _ in range(6)]
+    listen(old, "svc")
+    for i, c in enumerate(callers[:3]):
+        c.send_command("HUB.CALL", "svc", "early%d" % i)
+    early = [take_request(old) for _ in range(3)]
+    assert sorted(p for _, p in early) == [b"early0", b"early1", b"early2"]
+    assert listen(new, "svc") == [[b"listen", b"svc", 1]]
+    notice = old.read_reply()
+    assert notice[0] == b"replaced" and notice[1] == b"svc"
+    assert notice[2].startswith(b"client id=")
+    for i, c in enumerate(callers[3:]):
+        c.send_command("HUB.CALL", "svc", "late%d" % i)
+    late = [take_request(new) for _ in range(3)]
+    assert sorted(p for _, p in late) == [b"late0", b"late1", b"late2"]
+    # the old holder still answers what it already had
+    for rid, p in early:
+        assert old.call("HUB.REPLY", rid, b"old:" + p) == Status(b"OK")
+    for rid, p in late:
+        assert new.call("HUB.REPLY", rid, b"new:" + p) == Status(b"OK")
+    got = [c.read_reply() for c in callers]
+    assert got == [b"old:early0", b"old:early1", b"old:early2", b"new:late0", b"new:late1", b"new:late2"]
+    for c in callers:
+        c.assert_no_data(0.05)
+    old.assert_no_data(0.05)
+    new.assert_no_data(0.05)
+    for rid, _ in early:
+        assert old.call("HUB.REPLY", rid, "twice") == Error(b"ERR unknown request id")
+
+
+def test_client_takes_over_a_lua_handlers_name_and_falls_back_to_it(server_factory, tmp_path):
+    hdir = tmp_path / "handlers"
+    hdir.mkdir()
+    write_handler(str(hdir), "svc", """
+local hub = require("hub")
+return {
+  listen = { "svc" },
+  on_call = function(ev) return "lua:" .. ev.data end,
+  on_replaced = function(name) hub.publish("svc.replaced", name) end,
+}
+""")
+    server = server_factory(handlers_dir=str(hdir))
+    watcher, caller = server.raw(), server.raw()
+    watcher.call("SUBSCRIBE", "svc.replaced")
+    assert caller.call("HUB.CALL", "svc", "1") == b"lua:1"
+    lis = server.raw()
+    listen(lis, "svc")
+    assert watcher.read_reply() == [b"message", b"svc.replaced", b"svc"]
+    caller.send_command("HUB.CALL", "svc", "2")
+    rid, _ = take_request(lis)
+    lis.call("HUB.REPLY", rid, "remote:2")
+    assert caller.read_reply() == b"remote:2"
+    # the handler's reload does not take the name back
+    assert caller.call("HUB.RELOAD", "svc", "FORCE") == [b"svc: reloaded v2"]
+    caller.send_command("HUB.CALL", "svc", "3")
+    rid, _ = take_request(lis)
+    lis.call("HUB.REPLY", rid, "remote:3")
+    assert caller.read_reply() == b"remote:3"
+    lis.close()
+    wait_for(lambda: caller.call("HUB.CALL", "svc", "4") == b"lua:4", what="fallback to the handler")
+
+
+def test_lua_handler_loaded_later_takes_over_a_clients_name(server_factory, tmp_path):
+    hdir = tmp_path / "handlers"
+    hdir.mkdir()
+    server = server_factory(handlers_dir=str(hdir))
+    lis, caller = server.raw(), server.raw()
+    listen(lis, "svc")
+    write_handler(str(hdir), "svc", 'return { listen = { "svc" }, on_call = function() return "lua" end }\n')
+    assert caller.call("HUB.RELOAD") == [b"svc: loaded v1"]
+    assert lis.read_reply() == [b"replaced", b"svc", b"handler svc"]
+    assert caller.call("HUB.CALL", "svc", "") == b"lua"
+    os.remove(str(hdir / "svc.lua"))
+    assert caller.call("HUB.RELOAD") == [b"svc: unloaded"]
+    caller.send_command("HUB.CALL", "svc", "back")
+    rid, payload = take_request(lis)
+    lis.call("HUB.REPLY", rid, "client again")
+    assert caller.read_reply() == b"client again"
+
+
+def test_name_falls_back_to_the_most_recent_live_registration(server):
+    a, b, c = server.raw(), server.raw(), server.raw()
+    caller = server.raw()
+    listen(a, "svc")
+    listen(b, "svc")
+    assert a.read_reply()[0] == b"replaced"
+    listen(c, "svc")
+    assert b.read_reply()[0] == b"replaced"
+    b.close()  # not the holder: c keeps it
+    caller.send_command("HUB.CALL", "svc", "1")
+    rid, _ = take_request(c)
+    c.call("HUB.REPLY", rid, "c")
+    assert caller.read_reply() == b"c"
+    c.close()  # the holder: back to a (b is gone)
+    wait_for(lambda: caller.call("PING") == Status(b"PONG") and _holder_answers(caller, a, b"a"),
+             what="fallback to a")
+    assert a.call("HUB.UNLISTEN", "svc") == [b"unlisten", b"svc", 0]
+    assert caller.call("HUB.CALL", "svc", "x") == Error(b"ERR no listener for 'svc'")
+
+
+def _holder_answers(caller, lis, tag):
+    caller.send_command("HUB.CALL", "svc", "probe", "2000")
+    try:
+        rid, _ = take_request(lis)
+    except Exception:
+        return False
+    lis.call("HUB.REPLY", rid, tag)
+    return caller.read_reply() == tag
+
+
+def test_unlisten_replies_and_counts(server):
+    c = server.raw()
+    assert c.call("HUB.UNLISTEN") == [b"unlisten", None, 0]
+    listen(c, "a", "b", "c")
+    assert c.call("HUB.UNLISTEN", "b") == [b"unlisten", b"b", 2]
+    c.send_command("HUB.UNLISTEN")
+    assert [c.read_reply(), c.read_reply()] == [[b"unlisten", b"a", 1], [b"unlisten", b"c", 0]]
+    assert c.call("ECHO", "free") == b"free"
+
+
+# --------------------------------------------------------------------------
+# Failure paths
+# --------------------------------------------------------------------------
+
+def test_pending_requests_fail_when_the_listener_disconnects(server):
+    lis = server.raw()
+    callers = [server.raw() for _ in range(3)]
+    listen(lis, "svc")
+    for c in callers:
+        c.send_command("HUB.CALL", "svc", "x")
+    for _ in callers:
+        take_request(lis)
+    lis.close()
+    for c in callers:
+        assert c.read_reply() == Error(b"ERR listener for 'svc' disconnected")
+        assert c.call("PING") == Status(b"PONG")
+
+
+def test_call_times_out_and_the_late_reply_is_refused(server_factory):
+    server = server_factory(config={"call-timeout": "300"})
+    lis, caller = server.raw(), server.raw()
+    listen(lis, "svc")
+    caller.send_command("HUB.CALL", "svc", "x", "100")
+    rid, _ = take_request(lis)
+    assert caller.read_reply() == Error(b"TIMEOUT no reply from 'svc' within 100 ms")
+    assert lis.call("HUB.REPLY", rid, "late") == Error(b"ERR unknown request id")
+    caller.send_command("HUB.CALL", "svc", "y")  # the call-timeout option
+    take_request(lis)
+    assert caller.read_reply() == Error(b"TIMEOUT no reply from 'svc' within 300 ms")
+    assert caller.call("HUB.CALL", "svc", "z", "-1") == Error(b"ERR timeout is not an integer or out of range")
+
+
+def test_caller_disconnecting_while_pending_drops_the_late_reply(server):
+    lis, caller = server.raw(), server.raw()
+    listen(lis, "svc")
+    caller.send_command("HUB.CALL", "svc", "x")
+    caller.send_command("PING")  # held behind the call, then discarded
+    rid, _ = take_request(lis)
+    caller.close()
+    probe = server.raw()
+    wait_for(lambda: b"cmd=hub.call" not in probe.call("CLIENT", "LIST"), what="caller gone")
+    assert lis.call("HUB.REPLY", rid, "nobody listens") == Status(b"OK")
+    probe.send_command("HUB.CALL", "svc", "y")
+    rid, _ = take_request(lis)
+    lis.call("HUB.REPLY", rid, "fine")
+    assert probe.read_reply() == b"fine"
+
+
+def test_a_thousand_concurrent_callers_each_get_their_own_reply(server):
+    lis = server.raw()
+    lis.call("HELLO", "3")
+    listen(lis, "svc")
+    n = 1000
+    callers = [server.raw() for _ in range(n)]
+    for i, c in enumerate(callers):
+        c.send_command("HUB.CALL", "svc", "q%d" % i)
+    reqs = [take_request(lis) for _ in range(n)]
+    assert sorted(p for _, p in reqs) == sorted(b"q%d" % i for i in range(n))
+    lis.send(b"".join(_encode("HUB.REPLY", rid, b"a" + p[1:]) for rid, p in reqs))
+    for _ in range(n):
+        assert lis.read_reply() == Status(b"OK")
+    for i, c in enumerate(callers):
+        assert c.read_reply() == b"a%d" % i
+        c.close()
+
+
+def _encode(*args):
+    from conftest import encode_command
+    return encode_command(*args)
+
+
+def test_pipelined_calls_reply_in_request_order(server):
+    lis, caller = server.raw(), server.raw()
+    listen(lis, "svc")
+    caller.send(_encode("HUB.CALL", "svc", "a") + _encode("PING") + _encode("HUB.CALL", "svc", "b") +
+                _encode("ECHO", "z"))
+    rid, p = take_request(lis)
+    assert p == b"a"
+    caller.assert_no_data(0.1)  # PONG waits behind the blocked call
+    lis.call("HUB.REPLY", rid, "A")
+    rid, p = take_request(lis)
+    assert p == b"b"
+    assert caller.read_reply() == b"A"
+    assert caller.read_reply() == Status(b"PONG")
+    caller.assert_no_data(0.05)
+    lis.call("HUB.REPLY", rid, "B")
+    assert caller.read_reply() == b"B"
+    assert caller.read_reply() == b"z"
+
+
+# --------------------------------------------------------------------------
+# RESP2 listener mode
+# --------------------------------------------------------------------------
+
+def test_resp2_listener_may_only_run_listener_and_subscribe_commands(server):
+    c = server.raw()
+    listen(c, "svc")
+    err = c.call("ECHO", "x")
+    assert isinstance(err, Error) and err.startswith(b"ERR Can't execute 'echo'")
+    assert c.call("HUB.CALL", "svc", "x").startswith(b"ERR Can't execute 'hub.call'")
+    assert c.call("PING") == Status(b"PONG")
+    assert c.call("SUBSCRIBE", "ch") == [b"subscribe", b"ch", 1]
+    assert c.call("UNSUBSCRIBE", "ch") == [b"unsubscribe", b"ch", 0]
+    assert listen(c, "svc2") == [[b"listen", b"svc2", 2]]
+    assert c.call("HUB.REPLY", "1", "x") == Error(b"ERR unknown request id")
+    assert c.call("RESET") == Status(b"RESET")
+    assert c.call("ECHO", "free again") == b"free again"
+    assert server.raw().call("HUB.CALL", "svc", "x") == Error(b"ERR no listener for 'svc'")
+
+
+# --------------------------------------------------------------------------
+# hub.call from Lua
+# --------------------------------------------------------------------------
+
+ASKER = """
+local hub = require("hub")
+return {
+  subscribe = { "ask.*" },
+  on_event = function(ev)
+    local target = ev.name:sub(5)
+    local r, err = hub.call(target, ev.data, TIMEOUT)
+    hub.publish("answer", r and ("ok:" .. r) or ("err:" .. err))
+  end,
+  listen = { "asker.direct" },
+  on_call = function(ev)
+    local r, err = hub.call("svc", ev.data)
+    return r or ("err:" .. err)
+  end,
+}
+"""
+
+
+@pytest.fixture
+def lua_hub(server_factory, tmp_path):
+    def start(timeout="nil", **files):
+        hdir = tmp_path / "handlers"
+        hdir.mkdir(exist_ok=True)
+        write_handler(str(hdir), "asker", ASKER.replace("TIMEOUT", timeout))
+        for name, text in files.items():
+            write_handler(str(hdir), name, text)
+        return server_factory(handlers_dir=str(hdir))
+    return start
+
+
+def test_lua_hub_call_waits_for_a_remote_listener_without_blocking_the_hub(lua_hub):
+    server = lua_hub()
+    lis, watcher, pub = server.raw(), server.raw(), server.raw()
+    listen(lis, "svc")
+    watcher.call("SUBSCRIBE", "answer")
+    pub.call("PUBLISH", "ask.svc", "q1")
+    pub.call("PUBLISH", "ask.svc", "q2")
+    reqs = [take_request(lis), take_request(lis)]  # both callbacks wait at once
+    assert sorted(p for _, p in reqs) == [b"q1", b"q2"]
+    assert pub.call("PING") == Status(b"PONG")
+    for rid, p in reversed(reqs):
+        assert lis.call("HUB.REPLY", rid, b"R" + p) == Status(b"OK")
+    got = [watcher.read_reply()[2], watcher.read_reply()[2]]
+    assert got == [b"ok:Rq2", b"ok:Rq1"]
+
+
+def test_lua_hub_call_errors_timeouts_and_disconnects(lua_hub):
+    server = lua_hub(timeout="150")
+    lis, watcher, pub = server.raw(), server.raw(), server.raw()
+    listen(lis, "svc")
+    watcher.call("SUBSCRIBE", "answer")
+    pub.call("PUBLISH", "ask.svc", "a")
+    rid, _ = take_request(lis)
+    lis.call("HUB.ERROR", rid, "refused")
+    assert watcher.read_reply()[2] == b"err:refused"
+    pub.call("PUBLISH", "ask.svc", "b")
+    rid, _ = take_request(lis)
+    assert watcher.read_reply()[2] == b"err:timeout: no reply from 'svc' within 150 ms"
+    assert lis.call("HUB.REPLY", rid, "late") == Error(b"ERR unknown request id")
+    pub.call("PUBLISH", "ask.svc", "c")
+    take_request(lis)
+    lis.close()
+    assert watcher.read_reply()[2] == b"err:listener for 'svc' disconnected"
+    pub.call("PUBLISH", "ask.nobody", "d")
+    assert watcher.read_reply()[2] == b"err:no listener for 'nobody'"
+
+
+def test_lua_hub_call_reaches_lua_listeners_at_once(lua_hub):
+    server = lua_hub(svc='return { listen = { "svc" }, on_call = function(ev) return "lua:" .. ev.data end }\n')
+    watcher, pub = server.raw(), server.raw()
+    watcher.call("SUBSCRIBE", "answer")
+    pub.call("PUBLISH", "ask.svc", "x")
+    assert watcher.read_reply()[2] == b"ok:lua:x"
+    # a call back into the calling handler is a cycle, not a deadlock
+    pub.call("PUBLISH", "ask.asker.direct", "y")
+    assert watcher.read_reply()[2].startswith(b"err:hub.call: call cycle")
+
+
+def test_lua_on_call_cannot_wait_for_a_remote_listener(lua_hub):
+    server = lua_hub()
+    lis, caller = server.raw(), server.raw()
+    listen(lis, "svc")
+    reply = caller.call("HUB.CALL", "asker.direct", "x")
+    assert reply.startswith(b"err:hub.call: a client listener can only be waited for")
+    lis.assert_no_data(0.05)
+
+
+def test_reload_drops_callbacks_waiting_in_hub_call(lua_hub):
+    server = lua_hub()
+    lis, watcher, pub = server.raw(), server.raw(), server.raw()
+    listen(lis, "svc")
+    watcher.call("SUBSCRIBE", "answer")
+    pub.call("PUBLISH", "ask.svc", "before")
+    rid, _ = take_request(lis)
+    assert pub.call("HUB.RELOAD", "asker", "FORCE") == [b"asker: reloaded v2"]
+    assert lis.call("HUB.REPLY", rid, "too late") == Status(b"OK")  # accepted, dropped
+    watcher.assert_no_data(0.1)
+    pub.call("PUBLISH", "ask.svc", "after")
+    rid, _ = take_request(lis)
+    lis.call("HUB.REPLY", rid, "v2")
+    assert watcher.read_reply()[2] == b"ok:v2"
+
+
+def test_errors_after_a_lua_hub_call_are_counted_and_budgeted(lua_hub):
+    server = lua_hub(failing="""
+local hub = require("hub")
+return {
+  subscribe = { "fail.*" },
+  on_event = function(ev)
+    local r = hub.call("svc", ev.data)
+    if ev.name == "fail.spin" then while true do end end
+    error("after: " .. tostring(r))
+  end,
+}
+""")
+    lis, pub = server.raw(), server.raw()
+    listen(lis, "svc")
+
+    def failing():
+        for flat in pub.call("HUB.HANDLERS"):
+            d = dict(zip(flat[::2], flat[1::2]))
+            if d[b"name"] == b"failing":
+                return d
+
+    for event, expect in (("fail.error", b"after: R"), ("fail.spin", b"instruction limit exceeded")):
+        pub.call("PUBLISH", event, "x")
+        rid, _ = take_request(lis)
+        lis.call("HUB.REPLY", rid, "R")
+        wait_for(lambda: expect in (failing()[b"last_error"] or b""), what=expect)
+    h = failing()
+    assert h[b"errors"] == 2 and b"failing.lua:" in h[b"last_error"]
+    assert pub.call("PING") == Status(b"PONG")
+
+
+def test_shutdown_with_calls_in_flight_is_clean(lua_hub):
+    """Stopping the hub with a blocked caller (and requests held behind its
+    call), a Lua callback waiting in hub.call and unanswered requests frees
+    everything (the ASan run checks for leaks and use-after-free)."""
+    server = lua_hub()
+    lis, caller, pub = server.raw(), server.raw(), server.raw()
+    listen(lis, "svc")
+    caller.send(_encode("HUB.CALL", "svc", "x", "0") + _encode("PING") + _encode("ECHO", "held"))
+    take_request(lis)
+    pub.call("PUBLISH", "ask.svc", "lua")
+    take_request(lis)
+    server.stopped = True  # on purpose, with every client still connected
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=10) == 0
+
+
+def test_many_pipelined_calls_from_one_caller_keep_their_order(server):
+    lis, caller = server.raw(), server.raw()
+    lis.call("HELLO", "3")
+    listen(lis, "svc")
+    n = 200
+    caller.send(b"".join(_encode("HUB.CALL", "svc", "p%d" % i) + _encode("ECHO", "e%d" % i) for i in range(n)))
+    oks = 0
+    for i in range(n):  # one request at a time: the next is held until this one is answered
+        v = lis.read_reply()
+        while v == Status(b"OK"):
+            oks += 1
+            v = lis.read_reply()
+        assert v[0] == b"request" and v[3] == b"p%d" % i
+        lis.send(_encode("HUB.REPLY", v[1], b"r%d" % i))
+    for i in range(n):
+        assert caller.read_reply() == b"r%d" % i
+        assert caller.read_reply() == b"e%d" % i
+    while oks < n:
+        assert lis.read_reply() == Status(b"OK")
+        oks += 1
+
+
+def test_input_held_behind_a_call_is_bounded(server_factory):
+    server = server_factory(config={"client-query-buffer-limit": "1024"})
+    lis, caller = server.raw(), server.raw()
+    listen(lis, "svc")
+    caller.send_command("HUB.CALL", "svc", "x", "0")
+    take_request(lis)
+    for _ in range(40):  # small requests, each parsed at once, held in all past the limit
+        try:
+            caller.send_command("ECHO", "y" * 100)
+        except OSError:
+            break
+    caller.read_until_close()
+    assert server.raw().call("PING") == Status(b"PONG")
