@@ -68,6 +68,24 @@ static struct {
     size_t len, cap;
 } frame_cache;
 
+/* Writes "$<n>\r\n<bytes>\r\n" at p; returns the end. */
+static char *put_bulk(char *p, const char *bytes, size_t n) {
+    char digits[24];
+    int k = 0;
+    size_t v = n;
+    do {
+        digits[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    *p++ = '$';
+    while (k) *p++ = digits[--k];
+    *p++ = '\r', *p++ = '\n';
+    memcpy(p, bytes, n);
+    p += n;
+    *p++ = '\r', *p++ = '\n';
+    return p;
+}
+
 /* Encodes d for a connection speaking `proto` into frame_cache. Returns 0, or
  * -1 if out of memory. */
 static int frame_encode(const delivery *d, int proto) {
@@ -79,20 +97,16 @@ static int frame_encode(const delivery *d, int proto) {
         frame_cache.cap = need;
     }
     char *p = frame_cache.buf;
-    p += sprintf(p, d->pattern ? "%c4\r\n$8\r\npmessage\r\n" : "%c3\r\n$7\r\nmessage\r\n", proto >= 3 ? '>' : '*');
+    *p++ = proto >= 3 ? '>' : '*';
     if (d->pattern) {
-        p += sprintf(p, "$%zu\r\n", d->plen);
-        memcpy(p, d->pattern, d->plen);
-        p += d->plen;
-        *p++ = '\r', *p++ = '\n';
+        memcpy(p, "4\r\n$8\r\npmessage\r\n", 17);
+        p = put_bulk(p + 17, d->pattern, d->plen);
+    } else {
+        memcpy(p, "3\r\n$7\r\nmessage\r\n", 16);
+        p += 16;
     }
-    p += sprintf(p, "$%zu\r\n", d->clen);
-    memcpy(p, d->chan, d->clen);
-    p += d->clen;
-    p += sprintf(p, "\r\n$%zu\r\n", d->mlen);
-    memcpy(p, d->msg, d->mlen);
-    p += d->mlen;
-    *p++ = '\r', *p++ = '\n';
+    p = put_bulk(p, d->chan, d->clen);
+    p = put_bulk(p, d->msg, d->mlen);
     frame_cache.len = (size_t)(p - frame_cache.buf);
     frame_cache.id = d->id;
     frame_cache.pattern = d->pattern;

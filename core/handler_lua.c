@@ -173,16 +173,34 @@ static void resume_task(lua_State *L, hversion *v, lua_State *co, int co_ref, in
         return;
     }
     if (co_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, co_ref);
-    if (st == LUA_OK) return;
+    if (st == LUA_OK) {
+        /* A coroutine that returned can run a new function: keep one for the
+         * next task instead of allocating a thread per event. co is at the
+         * top of L (run_task and INV_RESUME both leave it there). */
+        if (v->ref_idle_co == LUA_NOREF && lua_tothread(L, -1) == co) {
+            lua_settop(co, 0);
+            v->ref_idle_co = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
+        return;
+    }
     v->co_errmem = st == LUA_ERRMEM;
     if (lua_type(co, -1) == LUA_TSTRING) luaL_traceback(L, co, lua_tostring(co, -1), 0);
     else lua_xmove(co, L, 1);
     lua_error(L);
 }
 
-/* Runs the function below nargs arguments at the top of L in a new coroutine. */
+/* Runs the function below nargs arguments at the top of L in a coroutine:
+ * the idle one kept by resume_task if there is one, else a new one. */
 static void run_task(lua_State *L, hversion *v, int nargs) {
-    lua_State *co = lua_newthread(L);
+    lua_State *co;
+    if (v->ref_idle_co != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, v->ref_idle_co);
+        luaL_unref(L, LUA_REGISTRYINDEX, v->ref_idle_co);
+        v->ref_idle_co = LUA_NOREF;
+        co = lua_tothread(L, -1);
+    } else {
+        co = lua_newthread(L);
+    }
     lua_insert(L, -(nargs + 2)); /* co below the function and its arguments */
     lua_xmove(L, co, nargs + 1);
     resume_task(L, v, co, LUA_NOREF, nargs);
@@ -479,6 +497,7 @@ hversion *hversion_new(handler *h, int number, size_t mem_limit, long long instr
     v->mem_limit = mem_limit;
     v->budget_limit = instruction_limit > 0 ? instruction_limit : 1;
     v->ref_on_event = v->ref_on_call = v->ref_snapshot = v->ref_on_reload = v->ref_on_replaced = LUA_NOREF;
+    v->ref_idle_co = LUA_NOREF;
     v->sb = (sandbox_opts){v->lib_path, on_require, on_print, v, preload};
     v->L = lua_newstate(hv_alloc, v);
     if (!v->L) {

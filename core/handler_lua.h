@@ -55,6 +55,7 @@ typedef struct hversion {
     int budget_exceeded;
     int ref_on_event, ref_on_call, ref_snapshot, ref_on_reload; /* registry refs or LUA_NOREF */
     int ref_on_replaced;     /* optional on_replaced(name): a newer listener took a name */
+    int ref_idle_co;         /* a finished coroutine kept for the next task, or LUA_NOREF */
     hstrv *subscribe;        /* patterns, in file order, without duplicates */
     size_t nsubscribe;
     hstrv *listen;           /* unicast names, without duplicates */
