@@ -1,7 +1,7 @@
 /* loadgen.c -- the load generator behind `make bench` (bench/run.sh).
  *
  *   loadgen pubsub [--pubs N] [--subs N] [--size B] [--rate R] [...]
- *   loadgen call   [--conns N] [--pipeline P] [--fcall] [--rate R] [...]
+ *   loadgen call   [--conns N] [--pipeline P] [--fcall] [--rate R] [--listener N] [...]
  *   loadgen mem    --pid PID (--conns N | --channels N)
  *
  * Every run prints exactly one JSON object on stdout (or {"error":...} and
@@ -33,6 +33,12 @@
  *    bucket's upper edge.  Only messages whose (intended) send time falls in
  *    the measurement window are recorded, and they are recorded even if they
  *    arrive during the drain that follows it.
+ *  - call --listener N: N more connections act as remote unicast listeners
+ *    (HUB.LISTEN) in the same event loop: each answers every request frame
+ *    [request, id, name, payload] with HUB.REPLY id payload, all the replies
+ *    to one read written back in one batch (pipelined), and counts the +OKs.
+ *    The newest HUB.LISTEN takes a name over, so N > 1 listeners hold
+ *    distinct names NAME.0 .. NAME.<N-1>; caller i calls NAME.<i mod N>.
  */
 #include <errno.h>
 #include <ev.h>
@@ -59,7 +65,7 @@
 static struct {
     const char *host, *label, *channel, *sub_channel, *psub, *call_name;
     int port, pubs, subs, conns, pipeline, window, threads, size, tick_us;
-    int idle_patterns, fcall, channels, pid;
+    int idle_patterns, fcall, channels, pid, listeners;
     long maxlag;
     double rate, warmup, duration, drain;
 } o = {
@@ -428,7 +434,7 @@ static void set_nonblock(int fd) {
 /* ------------------------------------------------------------------------ */
 /* connections and workers                                                   */
 
-enum { K_PUB, K_SUB, K_CALL };
+enum { K_PUB, K_SUB, K_CALL, K_LIS };
 
 typedef struct worker worker;
 
@@ -442,8 +448,12 @@ typedef struct conn {
     size_t olen, ocap, ooff;
     /* counters written by the owning thread, read by any (relaxed atomics):
      * pub: sent = PUBLISHes written, done = acks; sub: done = messages;
-     * call: sent = calls written, done = replies, errors = error replies */
+     * call: sent = calls written, done = replies, errors = error replies;
+     * listener: sent = HUB.REPLYs written, done = +OKs, errors = error
+     * replies, overrun = frames other than request/+OK (replaced, ...) */
     uint64_t sent, done, errors, overrun;
+    const buf *tpl;  /* call: this connection's command (NULL: g_tpl) */
+    size_t tso;      /* ... and where its timestamp goes */
     uint64_t k;      /* fixed rate: index of the next message */
     uint64_t start;  /* fixed rate: intended time of message 0 */
     double iv;       /* fixed rate: ns between messages */
@@ -464,8 +474,8 @@ struct worker {
     hist h;
 };
 
-static conn *g_pubs, *g_subs, *g_calls;
-static int g_npubs, g_nsubs, g_ncalls;
+static conn *g_pubs, *g_subs, *g_calls, *g_lis;
+static int g_npubs, g_nsubs, g_ncalls, g_nlis;
 static worker *g_w;
 static uint64_t g_t0;                    /* when sending starts */
 static uint64_t g_ws = UINT64_MAX;       /* measurement window [g_ws, g_we) */
@@ -476,18 +486,41 @@ static size_t g_ts_off;                  /* where the 16 hex digits go */
 
 static void flush(conn *c);
 
+static void ob_reserve(conn *c, size_t n) {
+    if (c->olen + n <= c->ocap) return;
+    size_t cap = c->ocap ? c->ocap * 2 : 65536;
+    while (cap < c->olen + n) cap *= 2;
+    if (cap > ((size_t)1 << 30)) die("generator overrun: output buffer over 1 GB (server not reading?)");
+    c->ob = xrealloc(c->ob, cap);
+    c->ocap = cap;
+}
+
 static void add_msg(conn *c, uint64_t ts) {
-    if (c->olen + g_tpl.len > c->ocap) {
-        size_t cap = c->ocap ? c->ocap * 2 : 65536;
-        while (cap < c->olen + g_tpl.len) cap *= 2;
-        if (cap > ((size_t)1 << 30)) die("generator overrun: output buffer over 1 GB (server not reading?)");
-        c->ob = xrealloc(c->ob, cap);
-        c->ocap = cap;
-    }
+    const buf *t = c->tpl ? c->tpl : &g_tpl;
+    ob_reserve(c, t->len);
     char *d = c->ob + c->olen;
-    memcpy(d, g_tpl.p, g_tpl.len);
-    hex16(d + g_ts_off, ts);
-    c->olen += g_tpl.len;
+    memcpy(d, t->p, t->len);
+    hex16(d + (c->tpl ? c->tso : g_ts_off), ts);
+    c->olen += t->len;
+}
+
+/* listener: appends HUB.REPLY id payload (the payload echoed) */
+static void add_reply(conn *c, const relem *id, const relem *pl) {
+    ob_reserve(c, (size_t)(id->len + pl->len) + 64);
+    char *d = c->ob + c->olen;
+    d += sprintf(d, "*3\r\n$9\r\nHUB.REPLY\r\n$%lld\r\n", id->len);
+    memcpy(d, id->s, (size_t)id->len), d += id->len;
+    d += sprintf(d, "\r\n$%lld\r\n", pl->len);
+    memcpy(d, pl->s, (size_t)pl->len), d += pl->len;
+    memcpy(d, "\r\n", 2), d += 2;
+    c->olen = (size_t)(d - c->ob);
+}
+
+/* listener: [request, id, name, payload] with bulk strings */
+static int is_request(const rframe *f) {
+    return f->top.type == '*' && f->n == 4 && f->el[0].type == '$' && f->el[0].len == 7 &&
+           !memcmp(f->el[0].s, "request", 7) && f->el[1].type == '$' && f->el[1].len > 0 && f->el[3].type == '$' &&
+           f->el[3].len >= 0;
 }
 
 static void flush(conn *c) {
@@ -591,7 +624,12 @@ static size_t process(conn *c, uint64_t t) {
     long r;
     while ((r = resp_parse(p, e, &f)) > 0) {
         p += r;
-        if (c->kind == K_SUB) {
+        if (c->kind == K_LIS) {
+            if (is_request(&f)) add_reply(c, &f.el[1], &f.el[3]), c->sent++;
+            else if (f.top.type == '+') n++;
+            else if (f.top.type == '-') errs++;
+            else STORE(c->overrun, c->overrun + 1);
+        } else if (c->kind == K_SUB) {
             /* message: [message, channel, payload]; pmessage: [pmessage, pattern, channel, payload] */
             if (f.top.type == '*' && (f.n == 3 || f.n == 4) && f.el[0].type == '$' &&
                 f.el[0].len == (f.n == 3 ? 7 : 8) && f.el[0].s[0] == (f.n == 3 ? 'm' : 'p')) {
@@ -614,6 +652,7 @@ static size_t process(conn *c, uint64_t t) {
     if (r < 0) die("protocol error from server (conn %d)", c->idx);
     if (n) STORE(c->done, c->done + n);
     if (errs) STORE(c->errors, c->errors + errs);
+    if (c->kind == K_LIS) STORE(c->sent, c->sent);
     return (size_t)(p - c->rb);
 }
 
@@ -639,6 +678,7 @@ static void on_read(struct ev_loop *loop, ev_io *wt, int revents) {
     if (c->kind == K_PUB && o.rate <= 0) pub_fill(c, now);
     else if (c->kind == K_SUB && o.rate <= 0) kick_stalled(c->w, now);
     else if (c->kind == K_CALL && o.rate <= 0) call_fill(c, now);
+    else if (c->kind == K_LIS) flush(c); /* this read's replies, in one write */
 }
 
 static void on_write(struct ev_loop *loop, ev_io *wt, int revents) {
@@ -694,7 +734,7 @@ static void conn_init(conn *c, int fd, int kind, int idx, size_t rcap) {
 
 /* Deals connections to workers and creates their loops. */
 static void workers_init(void) {
-    int total = g_nsubs + g_npubs + g_ncalls;
+    int total = g_nsubs + g_npubs + g_ncalls + g_nlis;
     if (o.threads < 1) o.threads = 1;
     if (o.threads > total) o.threads = total > 0 ? total : 1;
     g_w = calloc((size_t)o.threads, sizeof *g_w);
@@ -707,9 +747,9 @@ static void workers_init(void) {
         w->tfd = -1;
     }
     int k = 0;
-    conn *all[3] = {g_subs, g_pubs, g_calls};
-    int cnt[3] = {g_nsubs, g_npubs, g_ncalls};
-    for (int g = 0; g < 3; g++)
+    conn *all[4] = {g_subs, g_lis, g_pubs, g_calls};
+    int cnt[4] = {g_nsubs, g_nlis, g_npubs, g_ncalls};
+    for (int g = 0; g < 4; g++)
         for (int i = 0; i < cnt[g]; i++, k++) {
             conn *c = &all[g][i];
             worker *w = &g_w[k % o.threads];
@@ -725,7 +765,7 @@ static void workers_init(void) {
     for (int i = 0; i < o.threads; i++) {
         worker *w = &g_w[i];
         int senders = 0;
-        for (int j = 0; j < w->n; j++) senders += w->c[j]->kind != K_SUB;
+        for (int j = 0; j < w->n; j++) senders += w->c[j]->kind == K_PUB || w->c[j]->kind == K_CALL;
         if (!senders) continue;
         if (o.rate > 0) {
             w->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -844,6 +884,68 @@ static void cmd_pubsub(void) {
     if (pfd >= 0) close(pfd);
 }
 
+/* Blocking: reads one request frame on a listener's socket and answers it. */
+static void answer_one(conn *l) {
+    size_t have = 0;
+    for (;;) {
+        rframe f;
+        long r = resp_parse(l->rb, l->rb + have, &f);
+        if (r < 0) die("protocol error on listener %d during setup", l->idx);
+        if (r > 0) {
+            if (f.top.type == '-') die("listener %d: server replied: %.*s", l->idx, (int)f.top.len, f.top.s);
+            if (!is_request(&f)) die("listener %d: expected a request frame during setup", l->idx);
+            if ((size_t)r != have) die("listener %d: unexpected extra data during setup", l->idx);
+            add_reply(l, &f.el[1], &f.el[3]);
+            write_all(l->fd, l->ob, l->olen);
+            l->olen = 0;
+            read_replies(l->fd, 1, 0); /* +OK */
+            return;
+        }
+        if (have == l->rcap) l->rb = xrealloc(l->rb, l->rcap *= 2);
+        ssize_t got = read(l->fd, l->rb + have, l->rcap - have);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) die("listener %d: setup read: %s", l->idx, got ? strerror(errno) : "connection closed");
+        have += (size_t)got;
+    }
+}
+
+/* --listener N: N listener connections, each HUB.LISTENs its name (the
+ * --name itself if N is 1, else NAME.<j>), callers get NAME.<i mod N>; one
+ * probe call per name, answered here, before the load starts. */
+static void listeners_setup(const char **argv, int argc) {
+    if (o.fcall) die("--listener is for HUB.CALL, not --fcall");
+    if (o.listeners > o.conns) die("--listener N needs N <= --conns");
+    g_nlis = o.listeners;
+    g_lis = calloc((size_t)g_nlis, sizeof(conn));
+    buf *tpls = calloc((size_t)g_nlis, sizeof(buf));
+    size_t *tso = calloc((size_t)g_nlis, sizeof(size_t));
+    char (*names)[256] = calloc((size_t)g_nlis, 256);
+    buf cmd = {0};
+    for (int j = 0; j < g_nlis; j++) {
+        if (g_nlis == 1) snprintf(names[j], 256, "%s", o.call_name);
+        else snprintf(names[j], 256, "%s.%d", o.call_name, j);
+        argv[1] = names[j];
+        build_template(argc, argv, (size_t)argc - 1);
+        b_add(&tpls[j], g_tpl.p, g_tpl.len);
+        tso[j] = g_ts_off;
+        conn *l = &g_lis[j];
+        conn_init(l, tcp_connect(), K_LIS, j, 1 << 16);
+        cmd.len = 0;
+        b_fmt(&cmd, "*2\r\n");
+        b_arg(&cmd, "HUB.LISTEN", 10);
+        b_arg(&cmd, names[j], strlen(names[j]));
+        write_all(l->fd, cmd.p, cmd.len);
+        read_replies(l->fd, 1, 1); /* [listen, name, 1] */
+    }
+    for (int i = 0; i < o.conns; i++) g_calls[i].tpl = &tpls[i % g_nlis], g_calls[i].tso = tso[i % g_nlis];
+    for (int j = 0; j < g_nlis; j++) {
+        write_all(g_calls[j].fd, tpls[j].p, tpls[j].len);
+        answer_one(&g_lis[j]);
+        read_replies(g_calls[j].fd, 1, 0);
+    }
+    free(cmd.p);
+}
+
 static void cmd_call(void) {
     if (o.size < 16) die("--size must be at least 16");
     g_ncalls = o.conns;
@@ -874,9 +976,13 @@ static void cmd_call(void) {
         argv[0] = "HUB.CALL", argv[1] = o.call_name, argc = 3;
     }
     build_template(argc, argv, (size_t)argc - 1);
-    /* one probe call so that "unknown command" is an error, not a 0 */
-    write_all(g_calls[0].fd, g_tpl.p, g_tpl.len);
-    read_replies(g_calls[0].fd, 1, 0);
+    if (o.listeners > 0) {
+        listeners_setup(argv, argc);
+    } else {
+        /* one probe call so that "unknown command" is an error, not a 0 */
+        write_all(g_calls[0].fd, g_tpl.p, g_tpl.len);
+        read_replies(g_calls[0].fd, 1, 0);
+    }
     g_t0 = now_ns() + 20000000u;
     if (o.rate > 0) set_rates(g_calls, o.conns);
     workers_init();
@@ -907,7 +1013,10 @@ static void workers_run_and_measure(void) {
         snapshot(&done, &sent, &err);
         expect_done = g_nsubs ? sent * (uint64_t)g_nsubs : sent;
         uint64_t now = now_ns();
-        if (done >= expect_done || now > dl) break;
+        uint64_t lsent = 0, ldone = 0;
+        for (int i = 0; i < g_nlis; i++) /* every HUB.REPLY answered too */
+            lsent += LOAD(g_lis[i].sent), ldone += LOAD(g_lis[i].done) + LOAD(g_lis[i].errors);
+        if ((done >= expect_done && ldone >= lsent) || now > dl) break;
         if (done != last) last = done, last_t = now;
         else if (now - last_t > 300000000u) break;
         sleep_until(now + 2000000u);
@@ -940,6 +1049,13 @@ static void workers_run_and_measure(void) {
         printf(",\"conns\":%d,\"pipeline\":%d,\"calls_per_s\":%.0f,\"calls\":%llu,\"errors\":%llu,\"overrun\":%llu",
                o.conns, o.pipeline, rate, (unsigned long long)done, (unsigned long long)err,
                (unsigned long long)overrun);
+    if (g_nlis) {
+        uint64_t ls = 0, ld = 0, le = 0, lo = 0;
+        for (int i = 0; i < g_nlis; i++)
+            ls += g_lis[i].sent, ld += g_lis[i].done, le += g_lis[i].errors, lo += g_lis[i].overrun;
+        printf(",\"listeners\":%d,\"lis_replies\":%llu,\"lis_ok\":%llu,\"lis_errors\":%llu,\"lis_other\":%llu", g_nlis,
+               (unsigned long long)ls, (unsigned long long)ld, (unsigned long long)le, (unsigned long long)lo);
+    }
     if (o.rate > 0) printf(",\"rate\":%.0f", o.rate);
     printf(",\"secs\":%.3f", dt);
     if (o.pid > 0 && cs1 >= 0 && cs2 >= 0) printf(",\"srv_cpu\":%.2f", (cs2 - cs1) / dt);
@@ -1018,6 +1134,8 @@ static void usage(void) {
             "          --idle-patterns N (another connection PSUBSCRIBEs idle.<i>.*)\n"
             " call:    --conns N --pipeline P --name NAME (HUB.CALL NAME payload) | --fcall\n"
             "          (FUNCTION LOAD a library, then FCALL echo 0 payload)\n"
+            "          --listener N: N more connections HUB.LISTEN and answer the calls\n"
+            "          (HUB.REPLY id payload); N > 1: names NAME.0..NAME.<N-1>\n"
             " mem:     --pid PID and --conns N (idle connections) | --channels N (one conn)\n");
     exit(2);
 }
@@ -1033,7 +1151,7 @@ int main(int argc, char **argv) {
         {"subs", 1, 0, 'S'}, {"channel", 1, 0, 'c'}, {"sub-channel", 1, 0, 'C'}, {"psub", 1, 0, 'x'},
         {"window", 1, 0, 'W'}, {"maxlag", 1, 0, 'm'}, {"idle-patterns", 1, 0, 'i'}, {"conns", 1, 0, 'n'},
         {"pipeline", 1, 0, 'l'}, {"name", 1, 0, 'N'}, {"fcall", 0, 0, 'f'}, {"channels", 1, 0, 'k'},
-        {"help", 0, 0, '?'}, {0, 0, 0, 0},
+        {"listener", 1, 0, 'R'}, {"help", 0, 0, '?'}, {0, 0, 0, 0},
     };
     int ch;
     optind = 2;
@@ -1063,6 +1181,7 @@ int main(int argc, char **argv) {
         case 'N': o.call_name = optarg; break;
         case 'f': o.fcall = 1; break;
         case 'k': o.channels = atoi(optarg); break;
+        case 'R': o.listeners = atoi(optarg); break;
         default: usage();
         }
     }
