@@ -14,7 +14,8 @@
  *       An array with one map per handler, in name order: name, version,
  *       state (running | reload-failed | failed), file, loaded_at (ms since
  *       the epoch, 0 if never), events, calls, errors, dropped, queued,
- *       timers, used_memory, last_error (null if none), subscribe, listen.
+ *       timers, used_memory, draining (retired versions still finishing
+ *       hub.call waits), last_error (null if none), subscribe, listen.
  *       RESP2 clients get each map as a flat key/value array.
  *   HUB.RELOAD [name [FORCE]]
  *       Without a name: every handler file (new ones load, changed ones
@@ -120,7 +121,7 @@ void cmd_hub_handlers(conn *c, int argc, const hstr *argv) {
     reply_array(c, (long)HASH_COUNT(rt->by_name));
     for (handler *h = rt->by_name; h; h = h->hh.next) {
         hversion *v = h->cur;
-        reply_map(c, 15);
+        reply_map(c, 16);
         kv_str(c, "name", h->name);
         kv_int(c, "version", h->version);
         kv_str(c, "state", state_name(h->state));
@@ -133,6 +134,7 @@ void cmd_hub_handlers(conn *c, int argc, const hstr *argv) {
         kv_int(c, "queued", (long long)h->queue.count);
         kv_int(c, "timers", v ? (long long)v->ntimers : 0);
         kv_int(c, "used_memory", v ? (long long)v->mem_used : 0);
+        kv_int(c, "draining", (long long)h->ndraining);
         kv_str(c, "last_error", h->last_error);
         kv_list(c, "subscribe", v ? v->subscribe : NULL, v ? v->nsubscribe : 0);
         kv_list(c, "listen", v ? v->listen : NULL, v ? v->nlisten : 0);
@@ -223,6 +225,7 @@ void info_handlers_section(hub *h, char *buf, size_t *len, size_t cap) {
             timers += x->cur->ntimers;
             mem += x->cur->mem_used;
         }
+        for (const hversion *d = x->draining; d; d = d->retired_next) mem += d->mem_used;
     }
     if (*len >= cap) return;
     int w = snprintf(buf + *len, cap - *len,

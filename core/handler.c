@@ -19,6 +19,7 @@
 #include <sys/time.h>
 
 #include "handler_runtime.h"
+#include "hubmod.h"
 #include "log.h"
 
 double handler_now_ms(void) {
@@ -246,6 +247,12 @@ void handler_destroy(handler *h) {
     router_unsubscribe_all(rt->hub->router, &h->sub);
     listen_remove_owner(rt->listeners, h);
     hversion_close(h->cur);
+    while (h->draining) {
+        hversion *d = h->draining;
+        h->draining = d->retired_next;
+        hversion_close(d); /* its waiting callers are dropped */
+    }
+    h->ndraining = 0;
     hqueue_clear(&h->queue);
     for (size_t i = 0; i < h->ndeps; i++) free(h->deps[i].path);
     free(h->deps);
@@ -284,10 +291,37 @@ void handler_replaced(handler *h, const char *name, size_t len) {
     }
 }
 
+void handler_retire(handler *h, hversion *old) {
+    if (!old) return;
+    if (!old->nwaits) {
+        hversion_close(old);
+        return;
+    }
+    hubmod_close_timers(old);
+    old->retired = 1;
+    old->retired_next = h->draining;
+    h->draining = old;
+    h->ndraining++;
+}
+
+void handler_drained(hversion *v) {
+    if (!v->retired || v->nwaits || v->active) return;
+    handler *h = v->h;
+    for (hversion **p = &h->draining; *p; p = &(*p)->retired_next) {
+        if (*p != v) continue;
+        *p = v->retired_next;
+        h->ndraining--;
+        hversion_close(v);
+        return;
+    }
+}
+
 size_t handlers_memory(const handlers *rt) {
     size_t n = 0;
-    for (const handler *h = rt->by_name; h; h = h->hh.next)
+    for (const handler *h = rt->by_name; h; h = h->hh.next) {
         if (h->cur) n += h->cur->mem_used;
+        for (const hversion *d = h->draining; d; d = d->retired_next) n += d->mem_used;
+    }
     return n;
 }
 

@@ -74,6 +74,10 @@ typedef struct hversion {
     size_t nwaits;
     int active;              /* invocations running (a call cycle check) */
     int co_errmem;           /* the coroutine failed with a memory error */
+    /* retired by a reload while coroutines were waiting in hub.call: no new
+     * events, calls or timers; closed when its last waiter finishes */
+    int retired;
+    struct hversion *retired_next; /* handler's list of draining versions */
 } hversion;
 
 /* The version a state (or any coroutine of it) belongs to. */

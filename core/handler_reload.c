@@ -7,7 +7,9 @@
  * valid, its listen names are free and its on_reload(copy of old snapshot())
  * has succeeded does the switch happen: subscriptions and listen names are
  * brought in line with the new version, `cur` changes, the old version's
- * timers stop and its state closes. This all runs inside one callback (a
+ * timers stop and its state closes -- or, if coroutines of it are waiting in
+ * hub.call, it is retired instead (handler_retire): it takes no new work,
+ * its waiters finish in it, and the last one to finish closes it. This all runs inside one callback (a
  * command or a signal), so it falls between two events; the queue belongs
  * to the handler, so events queued before the switch run on the new version,
  * exactly once and in order. Any failure leaves the old version serving.
@@ -133,7 +135,7 @@ static int switch_to(handler *h, hversion *nv) {
     h->version = nv->number;
     h->state = HSTATE_RUNNING;
     h->loaded_at = handler_now_ms();
-    hversion_close(old);
+    handler_retire(h, old);
     return 0;
 oom:
     switch_rollback(h, nv, old);

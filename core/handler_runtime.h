@@ -50,6 +50,8 @@ struct handler {
     hqueue queue;
     uint64_t last_id;        /* id of the last event delivered (see handler_deliver) */
     hversion *cur;           /* the version serving, or NULL */
+    hversion *draining;      /* retired versions still finishing hub.call waits */
+    size_t ndraining;
     int version;             /* cur's number, 0 if none */
     hstate state;
     double loaded_at;        /* ms since the epoch cur was switched in */
@@ -87,7 +89,8 @@ double handler_now_ms(void);
 
 /* Creates an empty handler (no version) named name and adds it to rt. */
 handler *handler_create(handlers *rt, const char *name);
-/* Unsubscribes, unregisters, closes the version, drops the queue, frees. */
+/* Unsubscribes, unregisters, closes the version and any draining ones
+ * (their waiting callbacks are dropped), drops the queue, frees. */
 void handler_destroy(handler *h);
 handler *handlers_find(handlers *rt, const char *name, size_t len);
 
@@ -110,7 +113,16 @@ void handler_replaced(handler *h, const char *name, size_t len);
  * {"name":..., "version":N, "error":"..." or null}. */
 void handlers_publish_lifecycle(handlers *rt, const char *event, const char *name, int version, const char *error);
 
-/* Sum of the memory of every serving version. */
+/* Retires old, the version a reload just replaced: closed now if no
+ * coroutine of it waits in hub.call, else kept (timers stopped, no new
+ * events or calls) on h->draining until its last waiter finishes. */
+void handler_retire(handler *h, hversion *old);
+
+/* Closes v if it is a retired version with no waiter left (after one of its
+ * coroutines was resumed). */
+void handler_drained(hversion *v);
+
+/* Sum of the memory of every serving or draining version. */
 size_t handlers_memory(const handlers *rt);
 
 /*---- handler_reload.c -----------------------------------------------------------*/

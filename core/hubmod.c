@@ -103,6 +103,7 @@ void hubmod_close_timers(hversion *v) {
 static int add_timer(lua_State *L, int repeat) {
     const char *fname = repeat ? "hub.every" : "hub.after";
     hversion *v = live_version(L, fname);
+    if (v->retired) return luaL_error(L, "%s: this handler version has been replaced by a reload", fname);
     double ms = lua_type(L, 1) == LUA_TNUMBER ? (double)lua_tonumber(L, 1) : NAN;
     if (repeat ? !(ms > 0) : !(ms >= 0)) return luaL_error(L, "%s: ms must be a number %s", fname, repeat ? "> 0" : ">= 0");
     if (!lua_isfunction(L, 2)) return luaL_error(L, "%s: fn must be a function", fname);
@@ -243,12 +244,14 @@ static void wait_done(void *ctx, int ok, const char *p, size_t n) {
     int ref = w->co_ref;
     wait_unlink(w);
     free(w);
-    if (ref == LUA_NOREF) return;
-    char *err = NULL;
-    if (hversion_resume(v, ref, ok, p, n, &err)) {
-        handler_error(v->h, "callback after hub.call", err);
-        free(err);
+    if (ref != LUA_NOREF) {
+        char *err = NULL;
+        if (hversion_resume(v, ref, ok, p, n, &err)) {
+            handler_error(v->h, "callback after hub.call", err);
+            free(err);
+        }
     }
+    handler_drained(v); /* a retired version closes with its last waiter */
 }
 
 static int call_fail(lua_State *L, const char *msg) {

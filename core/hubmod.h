@@ -45,8 +45,9 @@ void hubmod_close_timers(hversion *v);
 void hubmod_wait_anchor(hwait *w, int co_ref);
 
 /* Forgets every coroutine of v waiting in hub.call (their replies will be
- * dropped). Called before v's state is closed: a reload does not carry a
- * waiting callback over. */
+ * dropped). Called before v's state is closed: at unload or shutdown (a
+ * reload retires a version with waiters instead, see handler_retire, and
+ * closes it once the last one has finished). */
 void hubmod_close_waits(hversion *v);
 
 #endif

@@ -1115,7 +1115,8 @@ def test_hub_handlers_fields(start):
     r = s.client()
     h = handlers(r)["c"]
     assert set(h) == {"name", "version", "state", "file", "loaded_at", "events", "calls", "errors", "dropped",
-                      "queued", "timers", "used_memory", "last_error", "subscribe", "listen"}
+                      "queued", "timers", "used_memory", "draining", "last_error", "subscribe", "listen"}
+    assert h["draining"] == 0
     assert h["file"].endswith("/c.lua")
     assert abs(h["loaded_at"] - time.time() * 1000) < 60000
     assert h["last_error"] is None

@@ -437,20 +437,123 @@ def test_lua_on_call_cannot_wait_for_a_remote_listener(lua_hub):
     lis.assert_no_data(0.05)
 
 
-def test_reload_drops_callbacks_waiting_in_hub_call(lua_hub):
-    server = lua_hub()
-    lis, watcher, pub = server.raw(), server.raw(), server.raw()
-    listen(lis, "svc")
-    watcher.call("SUBSCRIBE", "answer")
-    pub.call("PUBLISH", "ask.svc", "before")
-    rid, _ = take_request(lis)
-    assert pub.call("HUB.RELOAD", "asker", "FORCE") == [b"asker: reloaded v2"]
-    assert lis.call("HUB.REPLY", rid, "too late") == Status(b"OK")  # accepted, dropped
+DRAINER = """
+local hub = require("hub")
+return {
+  subscribe = { "q.*" },
+  on_event = function(ev)
+    local r, err = hub.call("slow", ev.data, TIMEOUT)
+    if r == "again" then r, err = hub.call("slow", "second", TIMEOUT) end
+    local ok = pcall(hub.after, 10, function() end)
+    hub.publish("result", "v" .. hub.version .. ":" .. (r or ("err:" .. err)) .. (ok and "" or ":notimer"))
+  end,
+}
+"""
+
+
+def handler_info(c, name):
+    for flat in c.call("HUB.HANDLERS"):
+        d = dict(zip(flat[::2], flat[1::2]))
+        if d[b"name"] == name:
+            return d
+
+
+def draining(c, name=b"drainer"):
+    return handler_info(c, name)[b"draining"]
+
+
+@pytest.fixture
+def drain_hub(lua_hub):
+    def start(timeout="nil"):
+        server = lua_hub(drainer=DRAINER.replace("TIMEOUT", timeout))
+        lis, watcher, pub = server.raw(), server.raw(), server.raw()
+        listen(lis, "slow")
+        watcher.call("SUBSCRIBE", "result")
+        return server, lis, watcher, pub
+    return start
+
+
+def test_reload_lets_the_old_version_finish_its_waiting_calls(drain_hub):
+    server, lis, watcher, pub = drain_hub()
+    assert draining(pub) == 0
+    pub.call("PUBLISH", "q.1", "before")
+    rid, payload = take_request(lis, b"slow")
+    assert payload == b"before"
+    assert pub.call("HUB.RELOAD", "drainer", "FORCE") == [b"drainer: reloaded v2"]
+    h = handler_info(pub, b"drainer")
+    assert h[b"version"] == 2 and h[b"draining"] == 1
+    assert h[b"used_memory"] > 0 and server.client().info("handlers")["used_memory_lua"] > h[b"used_memory"]
+    # new events go to v2 while v1 drains
+    pub.call("PUBLISH", "q.2", "new")
+    rid2, payload = take_request(lis, b"slow")
+    assert payload == b"new"
+    # the retired v1 resumes with its reply, publishes, and is closed
+    assert lis.call("HUB.REPLY", rid, "R1") == Status(b"OK")
+    assert watcher.read_reply()[2] == b"v1:R1:notimer"  # the OLD version, which may not start timers
+    wait_for(lambda: draining(pub) == 0, what="draining 0")
+    assert lis.call("HUB.REPLY", rid2, "R2") == Status(b"OK")
+    assert watcher.read_reply()[2] == b"v2:R2"
+    assert handler_info(pub, b"drainer")[b"errors"] == 0
+
+
+def test_a_draining_version_may_wait_again_and_times_out(drain_hub):
+    server, lis, watcher, pub = drain_hub(timeout="300")
+    pub.call("PUBLISH", "q.1", "a")
+    rid, _ = take_request(lis, b"slow")
+    assert pub.call("HUB.RELOAD", "drainer", "FORCE") == [b"drainer: reloaded v2"]
+    assert draining(pub) == 1
+    lis.call("HUB.REPLY", rid, "again")  # v1 calls again, and waits again
+    rid, payload = take_request(lis, b"slow")
+    assert payload == b"second" and draining(pub) == 1
+    # no answer: the timeout resumes v1, which then finishes
+    assert watcher.read_reply()[2] == b"v1:err:timeout: no reply from 'slow' within 300 ms:notimer"
+    wait_for(lambda: draining(pub) == 0, what="draining 0")
+    assert lis.call("HUB.REPLY", rid, "late") == Error(b"ERR unknown request id")
+
+
+def requests_on_both_sides_of_a_reload(pub, lis):
+    """v1 waits on request 1, a reload makes v2, v2 waits on request 2:
+    returns their request ids."""
+    pub.call("PUBLISH", "q.1", "a")
+    rid1, _ = take_request(lis, b"slow")
+    assert pub.call("HUB.RELOAD", "drainer", "FORCE") == [b"drainer: reloaded v2"]
+    pub.call("PUBLISH", "q.2", "b")
+    rid2, _ = take_request(lis, b"slow")
+    return rid1, rid2
+
+
+def test_several_retired_versions_drain_side_by_side(drain_hub):
+    server, lis, watcher, pub = drain_hub()
+    rid1, rid2 = requests_on_both_sides_of_a_reload(pub, lis)
+    assert pub.call("HUB.RELOAD", "drainer", "FORCE") == [b"drainer: reloaded v3"]
+    assert draining(pub) == 2
+    lis.call("HUB.REPLY", rid2, "B")
+    assert watcher.read_reply()[2] == b"v2:B:notimer"
+    wait_for(lambda: draining(pub) == 1, what="draining 1")
+    lis.call("HUB.REPLY", rid1, "A")
+    assert watcher.read_reply()[2] == b"v1:A:notimer"
+    wait_for(lambda: draining(pub) == 0, what="draining 0")
+
+
+def test_unload_closes_draining_versions_and_drops_their_calls(drain_hub, tmp_path):
+    server, lis, watcher, pub = drain_hub()
+    rid1, rid2 = requests_on_both_sides_of_a_reload(pub, lis)
+    os.remove(str(tmp_path / "handlers" / "drainer.lua"))
+    assert pub.call("HUB.RELOAD") == [b"asker: unchanged v1", b"drainer: unloaded"]
+    assert lis.call("HUB.REPLY", rid1, "late") == Status(b"OK")  # accepted, dropped
+    assert lis.call("HUB.REPLY", rid2, "late") == Status(b"OK")
     watcher.assert_no_data(0.1)
-    pub.call("PUBLISH", "ask.svc", "after")
-    rid, _ = take_request(lis)
-    lis.call("HUB.REPLY", rid, "v2")
-    assert watcher.read_reply()[2] == b"ok:v2"
+
+
+def test_shutdown_with_a_draining_version_is_clean(drain_hub):
+    server, lis, watcher, pub = drain_hub()
+    pub.call("PUBLISH", "q.1", "a")
+    take_request(lis, b"slow")
+    assert pub.call("HUB.RELOAD", "drainer", "FORCE") == [b"drainer: reloaded v2"]
+    assert draining(pub) == 1
+    server.stopped = True
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=10) == 0
 
 
 def test_errors_after_a_lua_hub_call_are_counted_and_budgeted(lua_hub):
