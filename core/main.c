@@ -123,6 +123,9 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents) {
     if (h->handlers) handlers_rescan(h->handlers);
 }
 
+/* The loop's cached time in ms: event timestamps (see router_set_clock). */
+static double loop_clock_ms(void *ctx) { return ev_now(((hub *)ctx)->loop) * 1000.0; }
+
 /*---- Main ---------------------------------------------------------------*/
 
 int main(int argc, char **argv) {
@@ -157,6 +160,7 @@ int main(int argc, char **argv) {
         log_warning("out of memory");
         return 1;
     }
+    router_set_clock(h->router, loop_clock_ms, h);
 
     if (h->cfg.port && (h->tcp_fd = listen_tcp(&h->cfg)) < 0) return 1;
     if (h->cfg.unixsocket[0] && (h->unix_fd = listen_unix(&h->cfg)) < 0) return 1;

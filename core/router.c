@@ -67,6 +67,8 @@ struct router {
     patindex *patterns;     /* pattern -> entry */
     group *groups;          /* uthash by key */
     stats *stats;
+    double (*clock)(void *ctx);
+    void *clock_ctx;
     uint64_t next_id;
     uint64_t published;
     uint64_t deliveries;
@@ -325,7 +327,7 @@ static double now_ms(void) {
 size_t router_publish_from(router *r, subscriber *origin, const char *chan, size_t clen, const char *msg,
                            size_t mlen) {
     publish_ctx pc = {.d = {NULL, 0, chan, clen, msg, mlen, ++r->next_id, 0}, .origin = origin};
-    pc.d.time_ms = now_ms();
+    pc.d.time_ms = r->clock ? r->clock(r->clock_ctx) : now_ms();
     unsigned hashv = stats_hash(chan, clen); /* once, for both lookups */
     entry *e;
     HASH_FIND_BYHASHVALUE(hh, r->channels, chan, clen, hashv, e);
@@ -501,3 +503,8 @@ size_t router_group_count(const router *r) { return HASH_COUNT(r->groups); }
 
 uint64_t router_events_published(const router *r) { return r->published; }
 uint64_t router_deliveries(const router *r) { return r->deliveries; }
+
+void router_set_clock(router *r, double (*clock)(void *ctx), void *ctx) {
+    r->clock = clock;
+    r->clock_ctx = ctx;
+}

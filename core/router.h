@@ -120,6 +120,11 @@ size_t router_receivers(router *r, const char *chan, size_t len);
  * else those matching the glob). */
 void router_foreach_channel(router *r, const char *pat, size_t plen, router_name_fn fn, void *ctx);
 
+/* Event timestamps come from `clock(ctx)` (ms since the epoch) when set:
+ * the hub passes the loop's cached time, read once per loop iteration, so a
+ * publish costs no clock syscall. Unset (unit tests), gettimeofday is used. */
+void router_set_clock(router *r, double (*clock)(void *ctx), void *ctx);
+
 uint64_t router_events_published(const router *r);
 uint64_t router_deliveries(const router *r);
 
