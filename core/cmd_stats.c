@@ -2,8 +2,8 @@
  * traffic statistics (stats.h) as commands and operators see them. */
 #include <stdio.h>
 #include <string.h>
-#include <sys/time.h>
 
+#include "clock.h"
 #include "commands.h"
 #include "reply.h"
 #include "stats.h"
@@ -42,12 +42,6 @@ static void reply_entry(const stats_view *v, void *ctx) {
     reply_int(c, (long long)router_receivers(c->hub->router, v->name, v->len));
 }
 
-static double wall_ms(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (double)tv.tv_sec * 1000.0 + (double)tv.tv_usec / 1000.0;
-}
-
 /* HUB.STATS [pattern]: one entry per tracked name matching the glob (all
  * without one), sorted by name. */
 void cmd_hub_stats(conn *c, int argc, const hstr *argv) {
@@ -58,7 +52,7 @@ void cmd_hub_stats(conn *c, int argc, const hstr *argv) {
     stats *st = router_stats(c->hub->router);
     const char *pat = argc == 2 ? argv[1].p : NULL;
     size_t plen = argc == 2 ? argv[1].len : 0;
-    double now = wall_ms();
+    double now = clock_wall_ms();
     stats_reply sr = {c, 0, 1};
     stats_foreach(st, pat, plen, now, reply_entry, &sr);
     reply_array(c, sr.n);

@@ -68,46 +68,18 @@ static struct {
     size_t len, cap;
 } frame_cache;
 
-/* Writes "$<n>\r\n<bytes>\r\n" at p; returns the end. */
-static char *put_bulk(char *p, const char *bytes, size_t n) {
-    char digits[24];
-    int k = 0;
-    size_t v = n;
-    do {
-        digits[k++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    *p++ = '$';
-    while (k) *p++ = digits[--k];
-    *p++ = '\r', *p++ = '\n';
-    memcpy(p, bytes, n);
-    p += n;
-    *p++ = '\r', *p++ = '\n';
-    return p;
-}
-
 /* Encodes d for a connection speaking `proto` into frame_cache. Returns 0, or
  * -1 if out of memory. */
 static int frame_encode(const delivery *d, int proto) {
-    size_t need = d->plen + d->clen + d->mlen + 96;
+    size_t need = REPLY_MESSAGE_SIZE(d->plen, d->clen, d->mlen);
     if (need > frame_cache.cap) {
         char *b = realloc(frame_cache.buf, need);
         if (!b) return -1;
         frame_cache.buf = b;
         frame_cache.cap = need;
     }
-    char *p = frame_cache.buf;
-    *p++ = proto >= 3 ? '>' : '*';
-    if (d->pattern) {
-        memcpy(p, "4\r\n$8\r\npmessage\r\n", 17);
-        p = put_bulk(p + 17, d->pattern, d->plen);
-    } else {
-        memcpy(p, "3\r\n$7\r\nmessage\r\n", 16);
-        p += 16;
-    }
-    p = put_bulk(p, d->chan, d->clen);
-    p = put_bulk(p, d->msg, d->mlen);
-    frame_cache.len = (size_t)(p - frame_cache.buf);
+    frame_cache.len = reply_format_message(frame_cache.buf, proto, d->pattern, d->plen, d->chan, d->clen,
+                                           d->msg, d->mlen);
     frame_cache.id = d->id;
     frame_cache.pattern = d->pattern;
     frame_cache.proto = proto;
@@ -121,7 +93,7 @@ static void conn_deliver(subscriber *s, const delivery *d) {
     if (frame_cache.id != d->id || frame_cache.pattern != d->pattern || frame_cache.proto != c->proto ||
         !frame_cache.buf) {
         if (frame_encode(d, c->proto) < 0) {
-            reply_message(c, d->pattern, d->plen, d->chan, d->clen, d->msg, d->mlen);
+            conn_close(c, "out of memory encoding a message");
             return;
         }
     }
@@ -273,6 +245,14 @@ int conn_check_output_limits(conn *c) {
     return 1;
 }
 
+/* Puts c on the hub's list of connections to flush before the loop blocks. */
+static void conn_queue_flush(conn *c) {
+    if (c->flags & CONN_PENDING_WRITE) return;
+    c->flags |= CONN_PENDING_WRITE;
+    c->pending_next = c->hub->pending;
+    c->hub->pending = c;
+}
+
 /* Appends n bytes to the output chain, allocating a block when the tail is
  * full; a new block is also the moment the output limits are checked. */
 void conn_write(conn *c, const char *p, size_t n) {
@@ -281,41 +261,32 @@ void conn_write(conn *c, const char *p, size_t n) {
     if (b && b->size - b->used >= n) {
         memcpy(b->data + b->used, p, n);
         b->used += n;
-    } else {
-        size_t first = b ? b->size - b->used : 0;
-        if (first) {
-            memcpy(b->data + b->used, p, first);
-            b->used += first;
-        }
-        size_t rest = n - first;
-        size_t size = rest > OBUF_BLOCK ? rest : OBUF_BLOCK;
-        obuf_block *nb = malloc(sizeof *nb + size);
-        if (!nb) {
-            conn_close(c, "out of memory for output");
-            return;
-        }
-        nb->next = NULL;
-        nb->size = size;
-        nb->used = rest;
-        memcpy(nb->data, p + first, rest);
-        if (b) b->next = nb;
-        else c->ohead = nb;
-        c->otail = nb;
         c->obytes += n;
-        if (!(c->flags & CONN_PENDING_WRITE)) {
-            c->flags |= CONN_PENDING_WRITE;
-            c->pending_next = c->hub->pending;
-            c->hub->pending = c;
-        }
-        conn_check_output_limits(c);
+        conn_queue_flush(c);
         return;
     }
-    c->obytes += n;
-    if (!(c->flags & CONN_PENDING_WRITE)) {
-        c->flags |= CONN_PENDING_WRITE;
-        c->pending_next = c->hub->pending;
-        c->hub->pending = c;
+    size_t first = b ? b->size - b->used : 0;
+    if (first) {
+        memcpy(b->data + b->used, p, first);
+        b->used += first;
     }
+    size_t rest = n - first;
+    size_t size = rest > OBUF_BLOCK ? rest : OBUF_BLOCK;
+    obuf_block *nb = malloc(sizeof *nb + size);
+    if (!nb) {
+        conn_close(c, "out of memory for output");
+        return;
+    }
+    nb->next = NULL;
+    nb->size = size;
+    nb->used = rest;
+    memcpy(nb->data, p + first, rest);
+    if (b) b->next = nb;
+    else c->ohead = nb;
+    c->otail = nb;
+    c->obytes += n;
+    conn_queue_flush(c);
+    conn_check_output_limits(c);
 }
 
 /* Writes as much buffered output as the socket takes. Returns 0 when all was

@@ -16,17 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
+#include "clock.h"
 #include "handler_runtime.h"
 #include "hubmod.h"
 #include "log.h"
 
-double handler_now_ms(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (double)tv.tv_sec * 1000.0 + (double)tv.tv_usec / 1000.0;
-}
 
 /*---- Rate-limited logging ---------------------------------------------------------*/
 
@@ -34,7 +29,7 @@ double handler_now_ms(void) {
  * Returns 1 if the caller may log; *suppressed then holds how many lines
  * were refused since the last allowed one. */
 static int ratelimit_allow(ratelimit *rl, double rate, double burst, unsigned long *suppressed) {
-    double now = handler_now_ms() / 1000.0;
+    double now = clock_wall_ms() / 1000.0;
     if (rl->last == 0) rl->tokens = burst;
     else rl->tokens += (now - rl->last) * rate;
     if (rl->tokens > burst) rl->tokens = burst;
@@ -68,7 +63,7 @@ void handler_error(handler *h, const char *what, const char *err) {
         h->last_error = last;
     }
     h->errors++;
-    h->last_error_at = handler_now_ms();
+    h->last_error_at = clock_wall_ms();
     unsigned long skipped;
     if (!ratelimit_allow(&h->err_rl, 10, 20, &skipped)) return;
     if (skipped) log_warning("Handler %s: %lu more errors not logged (rate limit)", h->name, skipped);
@@ -277,7 +272,7 @@ int handler_call(handler *h, const char *name, size_t nlen, const char *data, si
     }
     h->calls++;
     uint64_t id = ++h->rt->call_seq;
-    if (hversion_call(h->cur, name, nlen, data, dlen, id, handler_now_ms(), reply, rlen, err)) {
+    if (hversion_call(h->cur, name, nlen, data, dlen, id, clock_wall_ms(), reply, rlen, err)) {
         handler_error(h, "on_call", *err);
         return -1;
     }

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "clock.h"
 #include "handler_runtime.h"
 #include "unicast.h"
 #include "log.h"
@@ -134,7 +135,7 @@ static int switch_to(handler *h, hversion *nv) {
     h->cur = nv;
     h->version = nv->number;
     h->state = HSTATE_RUNNING;
-    h->loaded_at = handler_now_ms();
+    h->loaded_at = clock_wall_ms();
     handler_retire(h, old);
     return 0;
 oom:

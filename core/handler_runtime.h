@@ -84,8 +84,6 @@ struct handlers {
 
 /*---- handler.c ----------------------------------------------------------------*/
 
-/* Milliseconds since the epoch (wall clock). */
-double handler_now_ms(void);
 
 /* Creates an empty handler (no version) named name and adds it to rt. */
 handler *handler_create(handlers *rt, const char *name);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "handler_runtime.h"
 #include "log.h"
 #include "stats.h"
@@ -171,11 +172,17 @@ static int timer_tostring(lua_State *L) {
 
 /*---- Events, log, clock ---------------------------------------------------------*/
 
+/* Checks the (name, data) arguments hub.publish and hub.call share: a string
+ * name, and data as a string or a number (which becomes its tostring). */
+static void check_name_data(lua_State *L, const char *fname) {
+    if (lua_type(L, 1) != LUA_TSTRING) luaL_error(L, "%s: name must be a string", fname);
+    int dt = lua_type(L, 2);
+    if (dt != LUA_TSTRING && dt != LUA_TNUMBER) luaL_error(L, "%s: data must be a string", fname);
+}
+
 static int hub_publish(lua_State *L) {
     hversion *v = live_version(L, "hub.publish");
-    if (lua_type(L, 1) != LUA_TSTRING) return luaL_error(L, "hub.publish: name must be a string");
-    int dt = lua_type(L, 2);
-    if (dt != LUA_TSTRING && dt != LUA_TNUMBER) return luaL_error(L, "hub.publish: data must be a string");
+    check_name_data(L, "hub.publish");
     size_t nlen, dlen;
     const char *name = lua_tolstring(L, 1, &nlen);
     const char *data = lua_tolstring(L, 2, &dlen); /* a number becomes its tostring */
@@ -204,7 +211,7 @@ static int hub_log(lua_State *L) {
 }
 
 static int hub_now(lua_State *L) {
-    lua_pushinteger(L, (lua_Integer)floor(handler_now_ms()));
+    lua_pushinteger(L, (lua_Integer)floor(clock_wall_ms()));
     return 1;
 }
 
@@ -262,9 +269,7 @@ static int call_fail(lua_State *L, const char *msg) {
 
 static int hub_call(lua_State *L) {
     hversion *v = live_version(L, "hub.call");
-    if (lua_type(L, 1) != LUA_TSTRING) return luaL_error(L, "hub.call: name must be a string");
-    int dt = lua_type(L, 2);
-    if (dt != LUA_TSTRING && dt != LUA_TNUMBER) return luaL_error(L, "hub.call: data must be a string");
+    check_name_data(L, "hub.call");
     long long timeout = -1;
     if (!lua_isnoneornil(L, 3)) {
         double t = lua_type(L, 3) == LUA_TNUMBER ? (double)lua_tonumber(L, 3) : -1;

@@ -112,22 +112,37 @@ void reply_verbatim(conn *c, const char *p, size_t n) {
     conn_write(c, "\r\n", 2);
 }
 
-/* Formats the whole message frame into one contiguous piece where it fits,
- * so a fan-out to many subscribers costs one copy per subscriber. */
-void reply_message(conn *c, const char *pat, size_t plen, const char *chan, size_t clen,
-                   const char *msg, size_t mlen) {
-    char head[128];
-    size_t n = 0;
-    head[n++] = c->proto >= 3 ? '>' : '*';
+/* Writes "$<n>\r\n<bytes>\r\n" at p; returns the end. */
+static char *put_bulk(char *p, const char *bytes, size_t n) {
+    char digits[24];
+    int k = 0;
+    size_t v = n;
+    do {
+        digits[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    *p++ = '$';
+    while (k) *p++ = digits[--k];
+    *p++ = '\r', *p++ = '\n';
+    memcpy(p, bytes, n);
+    p += n;
+    *p++ = '\r', *p++ = '\n';
+    return p;
+}
+
+/* Formats with no printf: this runs once per publish on the fan-out path. */
+size_t reply_format_message(char *out, int proto, const char *pat, size_t plen, const char *chan, size_t clen,
+                            const char *msg, size_t mlen) {
+    char *p = out;
+    *p++ = proto >= 3 ? '>' : '*';
     if (pat) {
-        memcpy(head + n, "4\r\n$8\r\npmessage\r\n", 17);
-        n += 17;
+        memcpy(p, "4\r\n$8\r\npmessage\r\n", 17);
+        p = put_bulk(p + 17, pat, plen);
     } else {
-        memcpy(head + n, "3\r\n$7\r\nmessage\r\n", 16);
-        n += 16;
+        memcpy(p, "3\r\n$7\r\nmessage\r\n", 16);
+        p += 16;
     }
-    conn_write(c, head, n);
-    if (pat) reply_bulk(c, pat, plen);
-    reply_bulk(c, chan, clen);
-    reply_bulk(c, msg, mlen);
+    p = put_bulk(p, chan, clen);
+    p = put_bulk(p, msg, mlen);
+    return (size_t)(p - out);
 }

@@ -27,9 +27,12 @@ void reply_push(conn *c, long n);                     /* >n / *n */
 void reply_double(conn *c, double d);                 /* ,d / bulk */
 void reply_verbatim(conn *c, const char *p, size_t n);/* =n txt: / bulk */
 
-/* A pub/sub message frame: [message, chan, msg] or [pmessage, pat, chan, msg],
- * as a push in RESP3. */
-void reply_message(conn *c, const char *pat, size_t plen, const char *chan, size_t clen,
-                   const char *msg, size_t mlen);
+/* A pub/sub message frame, [message, chan, msg] or [pmessage, pat, chan, msg]
+ * (a push in RESP3), formatted into `out`, which must hold at least
+ * REPLY_MESSAGE_SIZE bytes; pat NULL for a channel match. Returns the length.
+ * Connections encode a publish once and copy it to every subscriber (conn.c). */
+#define REPLY_MESSAGE_SIZE(plen, clen, mlen) ((plen) + (clen) + (mlen) + 96)
+size_t reply_format_message(char *out, int proto, const char *pat, size_t plen, const char *chan, size_t clen,
+                            const char *msg, size_t mlen);
 
 #endif

@@ -18,9 +18,9 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <uthash.h>
 
+#include "clock.h"
 #include "glob.h"
 #include "patindex.h"
 #include "stats.h"
@@ -317,17 +317,10 @@ static int deliver_pattern_cb(void *udata, const char *pat, size_t plen, void *c
     return 0;
 }
 
-/* Milliseconds since the epoch, for event timestamps. */
-static double now_ms(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (double)tv.tv_sec * 1000.0 + (double)tv.tv_usec / 1000.0;
-}
-
 size_t router_publish_from(router *r, subscriber *origin, const char *chan, size_t clen, const char *msg,
                            size_t mlen) {
     publish_ctx pc = {.d = {NULL, 0, chan, clen, msg, mlen, ++r->next_id, 0}, .origin = origin};
-    pc.d.time_ms = r->clock ? r->clock(r->clock_ctx) : now_ms();
+    pc.d.time_ms = r->clock ? r->clock(r->clock_ctx) : clock_wall_ms();
     unsigned hashv = stats_hash(chan, clen); /* once, for both lookups */
     entry *e;
     HASH_FIND_BYHASHVALUE(hh, r->channels, chan, clen, hashv, e);

@@ -9,9 +9,9 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <uthash.h>
 
+#include "clock.h"
 #include "glob.h"
 
 typedef struct record {
@@ -151,12 +151,10 @@ void stats_called(stats *st, const char *name, size_t len) {
     if (!st) return;
     record *r = touch(st, name, len, stats_hash(name, len));
     if (!r) return;
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    double now_ms = (double)tv.tv_sec * 1000.0 + (double)tv.tv_usec / 1000.0;
+    double now_ms = clock_wall_ms();
     r->called++;
     r->last_seen_ms = now_ms;
-    window_add(r, (uint64_t)tv.tv_sec);
+    window_add(r, (uint64_t)(now_ms / 1000.0));
     st->total++;
 }
 
