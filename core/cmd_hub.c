@@ -121,7 +121,7 @@ void cmd_hub_handlers(conn *c, int argc, const hstr *argv) {
     reply_array(c, (long)HASH_COUNT(rt->by_name));
     for (handler *h = rt->by_name; h; h = h->hh.next) {
         hversion *v = h->cur;
-        reply_map(c, 16);
+        reply_map(c, 17);
         kv_str(c, "name", h->name);
         kv_int(c, "version", h->version);
         kv_str(c, "state", state_name(h->state));
@@ -137,6 +137,7 @@ void cmd_hub_handlers(conn *c, int argc, const hstr *argv) {
         kv_int(c, "draining", (long long)h->ndraining);
         kv_str(c, "last_error", h->last_error);
         kv_list(c, "subscribe", v ? v->subscribe : NULL, v ? v->nsubscribe : 0);
+        kv_str(c, "group", v ? v->group.p : NULL);
         kv_list(c, "listen", v ? v->listen : NULL, v ? v->nlisten : 0);
     }
 }

@@ -4,11 +4,12 @@
 #include <string.h>
 
 #include "clock.h"
+#include "handler_runtime.h"
 #include "commands.h"
 #include "reply.h"
 #include "stats.h"
 
-#define STATS_FIELDS 8
+#define STATS_FIELDS 9
 
 typedef struct stats_reply {
     conn *c;
@@ -17,7 +18,8 @@ typedef struct stats_reply {
 } stats_reply;
 
 /* Writes one name's entry: a map in RESP3, a flat array in RESP2. The
- * subscriber count is the router's, as of now. */
+ * subscriber and listener counts are the router's and the unicast
+ * registry's, as of now. */
 static void reply_entry(const stats_view *v, void *ctx) {
     stats_reply *sr = ctx;
     sr->n++;
@@ -40,6 +42,9 @@ static void reply_entry(const stats_view *v, void *ctx) {
     reply_int(c, (long long)v->last_seen_ms);
     reply_cstr(c, "subscribers");
     reply_int(c, (long long)router_receivers(c->hub->router, v->name, v->len));
+    reply_cstr(c, "listeners");
+    const handlers *rt = c->hub->handlers;
+    reply_int(c, rt ? (long long)listen_depth(rt->listeners, v->name, v->len) : 0);
 }
 
 /* HUB.STATS [pattern]: one entry per tracked name matching the glob (all
@@ -66,8 +71,9 @@ void info_events_section(hub *h, char *buf, size_t *len, size_t cap) {
     if (*len >= cap) return;
     int n = snprintf(buf + *len, cap - *len,
                      "# Events\r\nevent_names_tracked:%zu\r\nevent_names_max:%lld\r\nevent_names_evicted:%llu\r\n"
-                     "event_names_total_events:%llu\r\nconsumer_groups:%zu\r\n\r\n",
+                     "event_names_total_events:%llu\r\nconsumer_groups:%zu\r\nconsumer_group_misses:%llu\r\n\r\n",
                      stats_count(st), h->cfg.stats_max_names, (unsigned long long)stats_evicted(st),
-                     (unsigned long long)stats_total(st), router_group_count(h->router));
+                     (unsigned long long)stats_total(st), router_group_count(h->router),
+                     (unsigned long long)router_group_misses(h->router));
     if (n > 0) *len = *len + (size_t)n < cap ? *len + (size_t)n : cap - 1;
 }

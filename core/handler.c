@@ -136,33 +136,47 @@ static void count_drop(handler *h) {
                     h->name, h->rt->hub->cfg.handler_queue_limit, (unsigned long)h->dropped);
 }
 
-/* The router's callback: queue a copy, never run Lua here. The router calls
- * once per matching subscription; a handler runs each event once (as in the
- * test kit), reporting the first of its patterns, in file order, that
- * matched. All calls for one event come within one router_publish, so the
- * id of the last delivery is enough to spot the repeats. */
-static void handler_deliver(subscriber *s, const delivery *d) {
-    handler *h = s->udata;
+/* Queues a copy of d (never runs Lua here). The router calls once per
+ * matching subscription; a handler runs each event once (as in the test
+ * kit), reporting the first of its patterns, in file order, that matched.
+ * All calls for one event come within one router_publish, so the id of the
+ * last delivery is enough to spot the repeats. Returns 1 if h has the event
+ * (queued now or already), 0 if its queue is full or memory ran out. */
+static int enqueue(handler *h, const delivery *d) {
     if (d->id == h->last_id) {
         hevent *tail = hqueue_tail(&h->queue);
         if (tail && tail->id == d->id && pattern_rank(h, d->pattern, d->plen) < pattern_rank(h, tail->pattern, tail->plen)) {
             hevent *e = hevent_new(d);
             if (e) free(hqueue_replace_tail(&h->queue, e));
         }
-        return;
+        return 1;
     }
-    h->last_id = d->id;
-    if (h->queue.count >= (size_t)h->rt->hub->cfg.handler_queue_limit) {
-        count_drop(h);
-        return;
-    }
+    if (h->queue.count >= (size_t)h->rt->hub->cfg.handler_queue_limit) return 0;
     hevent *e = hevent_new(d);
     if (!e || hqueue_push(&h->queue, e) < 0) {
         free(e);
-        count_drop(h);
-        return;
+        return 0;
     }
+    h->last_id = d->id;
     ready_add(h);
+    return 1;
+}
+
+/* The router's callback for a subscription: an event h cannot queue is
+ * dropped and counted, once (its other matches then look like repeats). */
+static void handler_deliver(subscriber *s, const delivery *d) {
+    handler *h = s->udata;
+    if (enqueue(h, d)) return;
+    h->last_id = d->id;
+    count_drop(h);
+}
+
+/* The router's callback for a consumer group (the handler's `group`): an
+ * event h cannot queue is refused, so the group offers it to its next
+ * member (router.h); the router counts it if no member takes it. */
+static int handler_gdeliver(subscriber *s, const delivery *d, const char *group, size_t glen) {
+    (void)group, (void)glen;
+    return enqueue(s->udata, d);
 }
 
 /*---- Draining ---------------------------------------------------------------------*/
@@ -229,6 +243,7 @@ handler *handler_create(handlers *rt, const char *name) {
     h->rt = rt;
     h->state = HSTATE_FAILED;
     h->sub.deliver = handler_deliver;
+    h->sub.gdeliver = handler_gdeliver;
     h->sub.udata = h;
     hqueue_init(&h->queue);
     HASH_ADD_KEYPTR(hh, rt->by_name, h->name, strlen(h->name), h);

@@ -121,4 +121,9 @@ int listen_has(const listen_registry *r, const char *name, size_t len, const voi
     return e && index_of(e, owner) >= 0;
 }
 
+size_t listen_depth(const listen_registry *r, const char *name, size_t len) {
+    lentry *e = find(r, name, len);
+    return e ? e->n : 0;
+}
+
 size_t listen_count(const listen_registry *r) { return HASH_COUNT(r->names); }

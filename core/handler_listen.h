@@ -58,6 +58,10 @@ const listener *listen_find_other(const listen_registry *r, const char *name, si
 /* 1 if owner has a registration for name (holder or not). */
 int listen_has(const listen_registry *r, const char *name, size_t len, const void *owner);
 
+/* Registrations for name: its holder plus the fallbacks under it (0 if
+ * nobody listens). */
+size_t listen_depth(const listen_registry *r, const char *name, size_t len);
+
 /* Number of names with a holder. */
 size_t listen_count(const listen_registry *r);
 

@@ -326,13 +326,14 @@ static int inv_run(hversion *v, invocation *iv, int nres, char **err) {
 
 /*---- Validation of the returned table -----------------------------------------*/
 
-/* The keys a handler table may have, and what each must be. */
+/* The keys a handler table may have, and what each must be: a function (0),
+ * an array of strings (1) or a string (2). */
 static const struct {
     const char *key;
-    int is_list;
+    int kind;
 } handler_keys[] = {
-    {"subscribe", 1}, {"listen", 1},       {"on_event", 0},  {"on_call", 0},
-    {"snapshot", 0},  {"on_reload", 0},     {"on_replaced", 0},
+    {"subscribe", 1}, {"listen", 1},    {"on_event", 0},    {"on_call", 0},
+    {"snapshot", 0},  {"on_reload", 0}, {"on_replaced", 0}, {"group", 2},
 };
 
 static void bad(lua_State *L, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -404,6 +405,20 @@ static void extract_list(lua_State *L, int t, const char *key, hstrv **out, size
     lua_pop(L, 1);
 }
 
+/* Copies the string t[key] into *out (attached before anything can raise). */
+static void extract_string(lua_State *L, int t, const char *key, hstrv *out) {
+    rawfield(L, t, key);
+    size_t sl;
+    const char *s = lua_tolstring(L, -1, &sl);
+    if (!(out->p = malloc(sl + 1))) {
+        luaL_error(L, "not enough memory");
+        return;
+    }
+    memcpy(out->p, s, sl + 1);
+    out->len = sl;
+    lua_pop(L, 1);
+}
+
 /* Stores t[key] in the registry if it is a function. */
 static int ref_function(lua_State *L, int t, const char *key) {
     if (rawfield(L, t, key) != LUA_TFUNCTION) {
@@ -431,8 +446,12 @@ static void validate(lua_State *L, hversion *v, const char *path) {
             return; /* not reached: bad() raises */
         }
         const char *key = handler_keys[known].key;
-        if (handler_keys[known].is_list) check_list(L, path, key, lua_gettop(L));
-        else if (!lua_isfunction(L, -1))
+        if (handler_keys[known].kind == 1) check_list(L, path, key, lua_gettop(L));
+        else if (handler_keys[known].kind == 2) {
+            if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
+                bad(L, path, "'%s' must be a non-empty string, got %s", key,
+                    lua_type(L, -1) == LUA_TSTRING ? "an empty string" : luaL_typename(L, -1));
+        } else if (!lua_isfunction(L, -1))
             bad(L, path, "'%s' must be a function, got %s", key, luaL_typename(L, -1));
         lua_pop(L, 1);
     }
@@ -440,12 +459,15 @@ static void validate(lua_State *L, hversion *v, const char *path) {
     int has_call = rawfield(L, t, "on_call") == LUA_TFUNCTION;
     int nsub = rawfield(L, t, "subscribe") == LUA_TTABLE ? (int)lua_rawlen(L, -1) : 0;
     int nlis = rawfield(L, t, "listen") == LUA_TTABLE ? (int)lua_rawlen(L, -1) : 0;
-    lua_pop(L, 4);
+    int has_group = rawfield(L, t, "group") == LUA_TSTRING;
+    lua_pop(L, 5);
     if (nsub > 0 && !has_event) bad(L, path, "'subscribe' without 'on_event'");
     if (nlis > 0 && !has_call) bad(L, path, "'listen' without 'on_call'");
+    if (has_group && nsub == 0) bad(L, path, "'group' without 'subscribe'");
 
     extract_list(L, t, "subscribe", &v->subscribe, &v->nsubscribe);
     extract_list(L, t, "listen", &v->listen, &v->nlisten);
+    if (has_group) extract_string(L, t, "group", &v->group);
     v->ref_on_event = ref_function(L, t, "on_event");
     v->ref_on_call = ref_function(L, t, "on_call");
     v->ref_snapshot = ref_function(L, t, "snapshot");
@@ -597,6 +619,7 @@ void hversion_close(hversion *v) {
     for (size_t i = 0; i < v->ndeps; i++) free(v->deps[i].path);
     free(v->subscribe);
     free(v->listen);
+    free(v->group.p);
     free(v->deps);
     free(v->lib_path);
     free(v);

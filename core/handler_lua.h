@@ -58,6 +58,7 @@ typedef struct hversion {
     int ref_idle_co;         /* a finished coroutine kept for the next task, or LUA_NOREF */
     hstrv *subscribe;        /* patterns, in file order, without duplicates */
     size_t nsubscribe;
+    hstrv group;             /* consumer group the subscribe patterns join, or {NULL, 0} */
     hstrv *listen;           /* unicast names, without duplicates */
     size_t nlisten;
     htimer *timers;          /* pending timers (hubmod.c) */

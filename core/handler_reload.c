@@ -95,12 +95,32 @@ static char *listen_conflict(handler *h, hversion *nv) {
     return NULL;
 }
 
+/* A version's subscriptions are its patterns, joined as members of its
+ * group when it has one (router.h, "Competing consumers"). */
+static int sub_add(handler *h, const hversion *v, const hstrv *pat) {
+    router *r = h->rt->hub->router;
+    if (v->group.p) return router_gsubscribe(r, &h->sub, v->group.p, v->group.len, pat->p, pat->len);
+    return router_psubscribe(r, &h->sub, pat->p, pat->len);
+}
+
+static void sub_remove(handler *h, const hversion *v, const hstrv *pat) {
+    router *r = h->rt->hub->router;
+    if (v->group.p) router_gunsubscribe(r, &h->sub, v->group.p, v->group.len, pat->p, pat->len);
+    else router_punsubscribe(r, &h->sub, pat->p, pat->len);
+}
+
+/* 1 if v (may be NULL) has subscription pat of version w: the same pattern
+ * in the same group (or both in none). */
+static int has_sub(const hversion *v, const hversion *w, const hstrv *pat) {
+    if (!v || v->group.len != w->group.len || (v->group.p && memcmp(v->group.p, w->group.p, v->group.len) != 0))
+        return 0;
+    return has_str(v->subscribe, v->nsubscribe, pat);
+}
+
 /* Undoes the subscriptions and names nv added that old does not have. */
 static void switch_rollback(handler *h, hversion *nv, hversion *old) {
-    router *r = h->rt->hub->router;
     for (size_t i = 0; i < nv->nsubscribe; i++)
-        if (!old || !has_str(old->subscribe, old->nsubscribe, &nv->subscribe[i]))
-            router_punsubscribe(r, &h->sub, nv->subscribe[i].p, nv->subscribe[i].len);
+        if (!has_sub(old, nv, &nv->subscribe[i])) sub_remove(h, nv, &nv->subscribe[i]);
     for (size_t i = 0; i < nv->nlisten; i++)
         if (!old || !has_str(old->listen, old->nlisten, &nv->listen[i]))
             listen_remove(h->rt->listeners, nv->listen[i].p, nv->listen[i].len, h);
@@ -111,10 +131,9 @@ static void switch_rollback(handler *h, hversion *nv, hversion *old) {
  * version had, then swaps and closes the old. Fails only when out of
  * memory, with nothing changed. */
 static int switch_to(handler *h, hversion *nv) {
-    router *r = h->rt->hub->router;
     hversion *old = h->cur;
     for (size_t i = 0; i < nv->nsubscribe; i++)
-        if (router_psubscribe(r, &h->sub, nv->subscribe[i].p, nv->subscribe[i].len) < 0) goto oom;
+        if (sub_add(h, nv, &nv->subscribe[i]) < 0) goto oom;
     for (size_t i = 0; i < nv->nlisten; i++) {
         listener prev;
         int rc = listen_add(h->rt->listeners, nv->listen[i].p, nv->listen[i].len, LISTENER_HANDLER, h, &prev);
@@ -126,8 +145,7 @@ static int switch_to(handler *h, hversion *nv) {
     }
     if (old) {
         for (size_t i = 0; i < old->nsubscribe; i++)
-            if (!has_str(nv->subscribe, nv->nsubscribe, &old->subscribe[i]))
-                router_punsubscribe(r, &h->sub, old->subscribe[i].p, old->subscribe[i].len);
+            if (!has_sub(nv, old, &old->subscribe[i])) sub_remove(h, old, &old->subscribe[i]);
         for (size_t i = 0; i < old->nlisten; i++)
             if (!has_str(nv->listen, nv->nlisten, &old->listen[i]))
                 listen_remove(h->rt->listeners, old->listen[i].p, old->listen[i].len, h);

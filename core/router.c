@@ -72,6 +72,7 @@ struct router {
     uint64_t next_id;
     uint64_t published;
     uint64_t deliveries;
+    uint64_t group_misses;  /* events a matching group had no member to take */
 };
 
 /* Creates an empty router; returns NULL if out of memory. */
@@ -327,6 +328,7 @@ size_t router_publish_from(router *r, subscriber *origin, const char *chan, size
     if (e) pc.receivers += deliver_entry(e, &pc);
     if (patindex_count(r->patterns)) patindex_match(r->patterns, chan, clen, deliver_pattern_cb, &pc);
     pc.receivers -= pc.missed;
+    r->group_misses += pc.missed;
     r->published++;
     r->deliveries += pc.receivers;
     stats_published(r->stats, chan, clen, hashv, pc.receivers, pc.d.time_ms);
@@ -496,6 +498,7 @@ size_t router_group_count(const router *r) { return HASH_COUNT(r->groups); }
 
 uint64_t router_events_published(const router *r) { return r->published; }
 uint64_t router_deliveries(const router *r) { return r->deliveries; }
+uint64_t router_group_misses(const router *r) { return r->group_misses; }
 
 void router_set_clock(router *r, double (*clock)(void *ctx), void *ctx) {
     r->clock = clock;

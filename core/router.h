@@ -43,8 +43,8 @@ typedef struct delivery {
  * gdeliver receives one event on behalf of a group (see "Competing
  * consumers" below) and returns 1 if it took it, 0 if it cannot (e.g. the
  * connection is closing), in which case the group offers it to the next
- * member. A Lua handler joins a group the same way: set gdeliver and call
- * router_gsubscribe (hook for a `group = "name"` handler key). */
+ * member. A Lua handler with `group = "name"` joins the same way (handler.c,
+ * handler_reload.c). */
 struct subscriber {
     void (*deliver)(subscriber *s, const delivery *d);
     int (*gdeliver)(subscriber *s, const delivery *d, const char *group, size_t glen);
@@ -127,6 +127,10 @@ void router_set_clock(router *r, double (*clock)(void *ctx), void *ctx);
 
 uint64_t router_events_published(const router *r);
 uint64_t router_deliveries(const router *r);
+/* Events a matching group could not hand to any member: every member
+ * refused it (a Lua member's full queue, a closing connection) or was its
+ * publisher. Such an event is not counted as delivered. */
+uint64_t router_group_misses(const router *r);
 
 /* The per-event-name traffic statistics every publish is counted in
  * (stats.h); owned by the router, never NULL after router_new. */

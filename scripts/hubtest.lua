@@ -20,6 +20,8 @@
 --     (opts.instruction_limit, default the hub's 10,000,000) is per call.
 --   * print is captured in .logs with level "print".
 --   * hub.call(name, data) returns what opts.calls[name](data) returns, at once.
+--   * a handler with `group` is one member of its consumer group: :event runs every
+--     matching event, as the member the group picked would.
 local cjson = require("cjson")
 
 local byte, concat, fmt = string.byte, table.concat, string.format
@@ -33,7 +35,7 @@ local LOG_LEVELS = { debug = true, info = true, notice = true, warning = true }
 local HANDLER_KEYS = {
   subscribe = "list", listen = "list",
   on_event = "function", on_call = "function", snapshot = "function", on_reload = "function",
-  on_replaced = "function",
+  on_replaced = "function", group = "string",
 }
 
 ---------------------------------------------------------------------------------------
@@ -325,6 +327,9 @@ local function validate(h, path)
     local kind = HANDLER_KEYS[k]
     if not kind then bad("unknown key %s", type(k) == "string" and "'" .. k .. "'" or tostring(k)) end
     if kind == "function" and type(v) ~= "function" then bad("'%s' must be a function, got %s", k, type(v)) end
+    if kind == "string" and (type(v) ~= "string" or v == "") then
+      bad("'%s' must be a non-empty string, got %s", k, v == "" and "an empty string" or type(v))
+    end
     if kind == "list" then
       if type(v) ~= "table" then bad("'%s' must be an array of strings, got %s", k, type(v)) end
       local n = #v
@@ -336,6 +341,7 @@ local function validate(h, path)
   end
   if h.subscribe and #h.subscribe > 0 and not h.on_event then bad("'subscribe' without 'on_event'") end
   if h.listen and #h.listen > 0 and not h.on_call then bad("'listen' without 'on_call'") end
+  if h.group and not (h.subscribe and #h.subscribe > 0) then bad("'group' without 'subscribe'") end
 end
 
 ---------------------------------------------------------------------------------------
@@ -441,6 +447,15 @@ function Instance:call(name, data)
     return nil, self.last_error
   end
   return r
+end
+
+-- Another listener took over the listen name `name` (a client's HUB.LISTEN): runs
+-- on_replaced(name) if the handler has one, as the hub does. The name stays
+-- registered (the handler is the fallback), so :call still answers it here.
+function Instance:replaced(name)
+  live(self)
+  assert(self.listening[name], "replaced: the handler does not listen on " .. tostring(name))
+  if self.handler.on_replaced then run(self, "on_replaced", self.handler.on_replaced, name) end
 end
 
 -- Returns the events published so far and starts a new list.

@@ -1,5 +1,6 @@
 """HUB.STATS and INFO's Events section: per-event-name traffic statistics
-(published, delivered, called, last-minute rate, last seen, subscribers now),
+(published, delivered, called, last-minute rate, last seen, subscribers and
+listeners now),
 bounded by stats-max-names with least-recently-seen eviction."""
 import time
 
@@ -11,7 +12,7 @@ from conftest import Error, flat_to_dict, wait_for
 pytestmark = pytest.mark.hub_only
 
 FIELDS = {b"name", b"published", b"delivered", b"called", b"last_minute", b"rate_per_sec",
-          b"last_seen_ms", b"subscribers"}
+          b"last_seen_ms", b"subscribers", b"listeners"}
 
 
 def stats(r, *pattern):
@@ -181,3 +182,32 @@ def test_calls_are_counted_per_name_answered_or_not(server_factory, tmp_path):
     assert st[b"echo.v1"][b"called"] == 3
     assert st[b"echo.v1"][b"published"] == 0
     assert st[b"gone.v1"][b"called"] == 1
+
+
+def test_listeners_count_the_holder_and_its_fallbacks_now(server_factory, tmp_path):
+    """`listeners` is the unicast registrations for the name as of the query:
+    a Lua handler, then two clients stacked over it; it drops as they go, so
+    an operator sees when an old versioned name has nobody left."""
+    hdir = tmp_path / "handlers"
+    hdir.mkdir()
+    (hdir / "echo.lua").write_text(
+        'return { listen = { "echo.v1" }, on_call = function(ev) return ev.data end }')
+    s = server_factory(handlers_dir=str(hdir))
+    r = s.client()
+    r.execute_command("HUB.CALL", "echo.v1", "x")
+    assert by_name(r)[b"echo.v1"][b"listeners"] == 1
+    a, b = s.raw(), s.raw()
+    for c in (a, b):
+        c.send_command("HUB.LISTEN", "echo.v1")
+        assert c.read_reply()[0] == b"listen"
+    assert a.read_reply()[:2] == [b"replaced", b"echo.v1"]   # b took over from a
+    assert by_name(r)[b"echo.v1"][b"listeners"] == 3
+    b.close()
+    wait_for(lambda: by_name(r)[b"echo.v1"][b"listeners"] == 2)
+    a.send_command("HUB.UNLISTEN", "echo.v1")
+    assert a.read_reply()[0] == b"unlisten"
+    assert by_name(r)[b"echo.v1"][b"listeners"] == 1
+    (hdir / "echo.lua").unlink()
+    assert r.execute_command("HUB.RELOAD", "echo") == [b"echo: unloaded"]
+    e = by_name(r)[b"echo.v1"]
+    assert (e[b"listeners"], e[b"subscribers"], e[b"called"]) == (0, 0, 1)

@@ -125,6 +125,15 @@ describe("hubtest.load validates the handler table", function()
     rejects("return { snapshot = {} }", "'snapshot' must be a function, got table")
   end)
 
+  it("takes group as a non-empty string beside subscribe, like the hub", function()
+    assert.equal("g", load_src("return { group = 'g', subscribe = { 'a' }, on_event = print }").handler.group)
+    rejects("return { group = 7, subscribe = { 'a' }, on_event = function() end }",
+      "'group' must be a non%-empty string, got number")
+    rejects("return { group = '', subscribe = { 'a' }, on_event = function() end }",
+      "'group' must be a non%-empty string, got an empty string")
+    rejects("return { group = 'g' }", "'group' without 'subscribe'")
+  end)
+
   it("reports syntax and top-level runtime errors", function()
     rejects("return {", "hubtest: cannot load handlers/t%.lua:1:")
     rejects("error('boom')", "hubtest: cannot load handlers/t%.lua: handlers/t%.lua:1: boom")
@@ -579,5 +588,40 @@ end }]]
     local h2 = hubtest.load("x.lua", { source = src })
     h2:event("a", "1")
     assert.are.equal("no listener for 'svc'", h2:take_published()[1].data)
+  end)
+end)
+
+
+describe("a takeover in the kit", function()
+  local src = [[
+local hub = require("hub")
+return { listen = { "svc" }, on_call = function() return "mine" end,
+  on_replaced = function(name) if name == "boom" then error("bad") end hub.publish("lost", name) end }]]
+
+  it("runs on_replaced for a listen name and keeps answering it", function()
+    local h = hubtest.load("x.lua", { source = src })
+    h:replaced("svc")
+    assert.are.same({ { name = "lost", data = "svc" } }, h:take_published())
+    assert.are.equal("mine", (h:call("svc", "")))
+  end)
+
+  it("refuses a name the handler does not listen on", function()
+    local h = hubtest.load("x.lua", { source = src })
+    assert.has_error(function() h:replaced("other") end)
+    assert.are.same({}, h:take_published())
+  end)
+
+  it("raises and counts an error in on_replaced, like the hub", function()
+    local h = hubtest.load("x.lua", { source = src:gsub('"svc" }', '"svc", "boom" }') })
+    local ok, err = pcall(h.replaced, h, "boom")
+    assert.is_false(ok)
+    assert.matches("^hubtest: x on_replaced failed: .*bad$", err)
+    assert.are.equal(1, h.errors)
+  end)
+
+  it("is a no-op for a handler without on_replaced", function()
+    local h = hubtest.load("handlers/echo.lua")
+    assert.has_no_error(function() h:replaced("echo.v1") end)
+    assert.are.equal(0, h.errors)
   end)
 end)
