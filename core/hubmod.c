@@ -261,6 +261,22 @@ static void wait_done(void *ctx, int ok, const char *p, size_t n) {
     handler_drained(v); /* a retired version closes with its last waiter */
 }
 
+static int push_lstring(lua_State *L) {
+    lua_pushlstring(L, lua_touserdata(L, 1), (size_t)lua_tointeger(L, 2));
+    return 1;
+}
+
+/* Pushes n bytes of p, a malloc'd string, and frees p, also when the copy
+ * hits the version's memory cap (the memory error is raised after the free). */
+static void push_owned(lua_State *L, char *p, size_t n) {
+    lua_pushcfunction(L, push_lstring);
+    lua_pushlightuserdata(L, p);
+    lua_pushinteger(L, (lua_Integer)n);
+    int rc = lua_pcall(L, 2, 1, 0);
+    free(p);
+    if (rc != LUA_OK) lua_error(L);
+}
+
 static int call_fail(lua_State *L, const char *msg) {
     lua_pushnil(L);
     lua_pushstring(L, msg);
@@ -292,22 +308,15 @@ static int hub_call(lua_State *L) {
         if (t == v->h || (t->cur && t->cur->active))
             return call_fail(L, "hub.call: call cycle (the listener's handler is already running)");
         lua_checkstack(L, 4); /* room for the results before anything is allocated outside Lua */
-        luaL_Buffer b;
         char *reply = NULL, *err = NULL;
         size_t rlen = 0;
         if (handler_call(t, name, nlen, data, dlen, &reply, &rlen, &err)) {
             lua_pushnil(L);
-            luaL_buffinit(L, &b);
-            if (err) luaL_addlstring(&b, err, herr_msglen(err));
-            else luaL_addstring(&b, "out of memory");
-            free(err); /* NB: an allocation failure above would leak err; the cap makes it rare */
-            luaL_pushresult(&b);
+            if (!err) lua_pushliteral(L, "out of memory"); /* nothing to free if this raises */
+            else push_owned(L, err, herr_msglen(err));
             return 2;
         }
-        luaL_buffinit(L, &b);
-        luaL_addlstring(&b, reply, rlen);
-        free(reply);
-        luaL_pushresult(&b);
+        push_owned(L, reply, rlen);
         return 1;
     }
     if (L != v->running)
