@@ -6,11 +6,12 @@ when it goes, and HUB.STATS shows the old name's traffic until it is retired."""
 import json
 import os
 import shutil
+import threading
 
 import pytest
 import redis
 
-from conftest import REPO, Error, flat_to_dict, wait_for
+from conftest import IO_TIMEOUT, REPO, Error, flat_to_dict, wait_for
 
 pytestmark = pytest.mark.hub_only
 
@@ -108,3 +109,24 @@ def test_the_gateway_taking_over_from_a_legacy_service_lets_it_finish_in_flight(
     assert legacy.call("HUB.REPLY", rid, "again") == Error(b"ERR unknown request id")  # once only
     caller.send_command("PING")
     assert caller.read_reply() == b"PONG"                                 # nothing else came
+
+
+def test_redis_cli_calls_through_the_gateway_and_a_remote_listener(server_factory, hdir):
+    """An operator's redis-cli reaches the same names: the Lua gateway at once,
+    a remote listener by waiting for its HUB.REPLY, and errors as (error)."""
+    install(hdir, *FILES)
+    s = server_factory(handlers_dir=str(hdir))
+    out = s.cli("HUB.CALL", "quote.v1", "C-3")
+    assert (out.returncode, out.stdout) == (0, "10000\n")
+    assert s.cli("HUB.CALL", "quote.v1", "Z-9").stdout.strip() == 'ERR quote.v1: unknown sku "Z-9"'
+    svc = s.raw()
+    listen(svc, "quote.v1")
+    caller = threading.Thread(target=lambda: results.append(s.cli("HUB.CALL", "quote.v1", "A-1")))
+    results = []
+    caller.start()
+    kind, rid, _, payload = svc.read_reply()
+    assert (kind, payload) == (b"request", b"A-1")
+    assert svc.call("HUB.REPLY", rid, "from-remote") == b"OK"
+    caller.join(IO_TIMEOUT)
+    assert results[0].stdout == "from-remote\n"
+    assert s.cli("HUB.CALL", "quote.v1", "A-1", "50").stdout.startswith("TIMEOUT no reply from 'quote.v1' within 50 ms")
