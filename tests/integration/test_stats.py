@@ -165,14 +165,21 @@ def test_retiring_a_versioned_name_watch_it_go_quiet(server):
     assert second[b"orders.created.v2"][b"published"] == 6
 
 
-def test_calls_are_counted_per_name_answered_or_not(server_factory, tmp_path):
-    """HUB.CALL counts toward `called` for its name, whether a Lua handler
-    answers it or nobody listens (an operator retiring a name sees both)."""
+def echo_hub(server_factory, tmp_path):
+    """A hub whose one handler answers echo.v1; hdir is its handlers directory."""
     hdir = tmp_path / "handlers"
     hdir.mkdir()
     (hdir / "echo.lua").write_text(
         'return { listen = { "echo.v1" }, on_call = function(ev) return ev.data end }')
     s = server_factory(handlers_dir=str(hdir))
+    s.hdir = hdir
+    return s
+
+
+def test_calls_are_counted_per_name_answered_or_not(server_factory, tmp_path):
+    """HUB.CALL counts toward `called` for its name, whether a Lua handler
+    answers it or nobody listens (an operator retiring a name sees both)."""
+    s = echo_hub(server_factory, tmp_path)
     r = s.client()
     for i in range(3):
         assert r.execute_command("HUB.CALL", "echo.v1", "x%d" % i) == b"x%d" % i
@@ -188,11 +195,7 @@ def test_listeners_count_the_holder_and_its_fallbacks_now(server_factory, tmp_pa
     """`listeners` is the unicast registrations for the name as of the query:
     a Lua handler, then two clients stacked over it; it drops as they go, so
     an operator sees when an old versioned name has nobody left."""
-    hdir = tmp_path / "handlers"
-    hdir.mkdir()
-    (hdir / "echo.lua").write_text(
-        'return { listen = { "echo.v1" }, on_call = function(ev) return ev.data end }')
-    s = server_factory(handlers_dir=str(hdir))
+    s = echo_hub(server_factory, tmp_path)
     r = s.client()
     r.execute_command("HUB.CALL", "echo.v1", "x")
     assert by_name(r)[b"echo.v1"][b"listeners"] == 1
@@ -207,7 +210,7 @@ def test_listeners_count_the_holder_and_its_fallbacks_now(server_factory, tmp_pa
     a.send_command("HUB.UNLISTEN", "echo.v1")
     assert a.read_reply()[0] == b"unlisten"
     assert by_name(r)[b"echo.v1"][b"listeners"] == 1
-    (hdir / "echo.lua").unlink()
+    (s.hdir / "echo.lua").unlink()
     assert r.execute_command("HUB.RELOAD", "echo") == [b"echo: unloaded"]
     e = by_name(r)[b"echo.v1"]
     assert (e[b"listeners"], e[b"subscribers"], e[b"called"]) == (0, 0, 1)
