@@ -473,7 +473,8 @@ void conn_cron(hub *h) {
     for (conn *c = h->conns; c; c = c->next) {
         if (c->flags & CONN_CLOSING) continue;
         if (c->obytes) conn_check_output_limits(c);
-        if (h->cfg.timeout && !conn_subscriptions(c) && !(c->flags & CONN_LISTENER) &&
+        /* as Redis: never a subscriber (nor a listener), nor a client blocked on a call */
+        if (h->cfg.timeout && !conn_subscriptions(c) && !(c->flags & (CONN_LISTENER | CONN_BLOCKED)) &&
             now - c->last_interaction > (double)h->cfg.timeout)
             conn_close(c, "idle timeout");
     }
@@ -481,12 +482,17 @@ void conn_cron(hub *h) {
 
 int conn_describe(conn *c, char *buf, size_t len) {
     double now = ev_now(c->hub->loop);
+    char flags[4], *f = flags; /* Redis's letters, in its order: P (pub/sub), b (blocked); N if none */
+    if (conn_subscriptions(c)) *f++ = 'P';
+    if (c->flags & CONN_BLOCKED) *f++ = 'b';
+    if (f == flags) *f++ = 'N';
+    *f = '\0';
     return snprintf(buf, len,
                     "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=0 sub=%zu "
                     "psub=%zu ssub=0 multi=-1 qbuf=%zu qbuf-free=%zu argv-mem=0 multi-mem=0 obl=0 "
                     "oll=0 omem=%zu tot-mem=%zu events=r cmd=%s user=default redir=-1 resp=%d",
                     (unsigned long long)c->id, c->addr, c->laddr, c->fd, c->name ? c->name : "",
                     (long long)(now - c->created), (long long)(now - c->last_interaction),
-                    conn_subscriptions(c) ? "P" : "N", c->sub.nchannels, c->sub.npatterns, c->qlen,
+                    flags, c->sub.nchannels, c->sub.npatterns, c->qlen,
                     c->qcap - c->qlen, c->obytes, sizeof *c + c->qcap + c->obytes, c->last_cmd, c->proto);
 }

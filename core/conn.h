@@ -30,6 +30,7 @@ enum {
     CONN_CLOSING = 1 << 2,       /* on hub->closing; do nothing more with it */
     CONN_UNIX = 1 << 3,
     CONN_LISTENER = 1 << 4,      /* registered as a unicast listener (HUB.LISTEN) */
+    CONN_BLOCKED = 1 << 5,       /* waiting on a HUB.CALL to a client listener (unicast.h) */
 };
 
 typedef struct obuf_block {
@@ -89,7 +90,8 @@ void conn_free_closing(hub *h);
  * subscriptions, normal otherwise); closes it if over. Returns 1 if closed. */
 int conn_check_output_limits(conn *c);
 
-/* Once-a-second housekeeping for all connections: soft limits, idle timeout. */
+/* Once-a-second housekeeping for all connections: soft limits, idle timeout
+ * (never of a subscriber, a listener, or a caller blocked on a HUB.CALL). */
 void conn_cron(hub *h);
 
 /* Frees the shared message-frame cache (at exit). */

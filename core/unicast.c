@@ -14,7 +14,15 @@
  *       -ERR unknown request id (never delivered here, answered, timed out).
  *       With ERROR the caller gets -ERR <payload>.
  *   HUB.ERROR id message
- *       The same as HUB.REPLY id message ERROR. */
+ *       The same as HUB.REPLY id message ERROR.
+ *
+ * A caller's outstanding calls are a FIFO in request order (ucli.calls). A
+ * reply, error, timeout or disconnect completes a request: if it is the
+ * oldest, its outcome is written to the caller at once, followed by every
+ * later one already completed; otherwise the outcome is kept in the request
+ * (out of the id table: a second HUB.REPLY is an unknown id) until its turn.
+ * Held input runs from an idle watcher once the calls before it were
+ * answered. */
 #include "unicast.h"
 
 #include <ev.h>
@@ -27,27 +35,33 @@
 #include "log.h"
 #include "reply.h"
 
-/* A request delivered to a client listener, waiting for its reply. */
+enum outcome { OUT_REPLY, OUT_ERROR, OUT_TIMEOUT, OUT_GONE };
+
+/* A request delivered to a client listener, waiting for its reply (in
+ * u->reqs), or for a client caller, answered and waiting for its turn. */
 typedef struct ureq {
     UT_hash_handle hh;      /* u->reqs, by id */
     uint64_t id;
-    uint64_t caller_id;     /* the calling connection's id */
+    uint64_t caller_id;     /* the calling connection's id; 0: a Lua caller, or the caller is gone */
     conn *listener;         /* removed from the table before it is freed */
     struct ureq *lprev, *lnext; /* the listener's ucli->delivered */
+    struct ureq *cnext;     /* the caller's ucli->calls, in request order */
+    int answered;           /* a client caller's call, completed out of turn: */
+    enum outcome outcome;   /* ... how, and (REPLY / ERROR) result/rlen */
     unicast *u;
     ev_timer timer;
     long long timeout_ms;
     unicast_done_fn done;   /* a Lua caller's callback (caller_id is 0), or NULL */
     void *done_ctx;
     int ok;                 /* once completed for a Lua caller: the outcome */
-    char *result;
+    char *result;           /* the reply or error kept for the caller */
     size_t rlen;
     struct ureq *done_next; /* u->done */
     size_t nlen;
     char name[];
 } ureq;
 
-/* A request held while its connection is blocked: argv points into data. */
+/* A request held behind its connection's calls: argv points into data. */
 typedef struct held {
     struct held *next;
     int argc;
@@ -68,11 +82,12 @@ typedef struct ucli {
     uname *names;           /* its registrations, in HUB.LISTEN order */
     size_t nnames, capnames;
     ureq *delivered;        /* requests delivered to it, unanswered */
-    uint64_t blocked_on;    /* id of the call it waits for; 0 if none */
-    held *hhead, *htail;    /* requests held while blocked, in order */
-    size_t held_bytes;
-    int replaying;          /* its held requests are being run */
-    int ready;              /* on u->ready: unblocked with held requests */
+    ureq *calls, *calls_tail; /* its outstanding HUB.CALLs, oldest first */
+    size_t ncalls;
+    held *hhead, *htail;    /* requests held behind its calls, in order */
+    size_t held_bytes;      /* memory kept for it: held input, call records, early replies */
+    int replaying;          /* a held request is being run */
+    int ready;              /* on u->ready: calls answered, held requests to run */
     struct ucli *ready_next;
 } ucli;
 
@@ -81,12 +96,13 @@ struct unicast {
     ureq *reqs;
     ucli *clis;
     uint64_t seq;
-    ev_idle replay_w;       /* runs held requests of unblocked connections, and Lua callers' results */
+    ev_idle replay_w;       /* runs held requests of callers whose calls were answered, and Lua callers' results */
     ureq *done_head, *done_tail; /* completed requests of Lua callers, to hand over */
     ucli *ready_head, *ready_tail;
 };
 
 #define NAME_IN_ERR(n, l) (int)((l) > 200 ? 200 : (l)), (n)
+#define ERR_MAX 4000 /* bytes of a listener's HUB.ERROR message the caller gets */
 
 /*---- Per-connection state -------------------------------------------------------*/
 
@@ -122,6 +138,20 @@ static void held_clear(ucli *k) {
     k->held_bytes = 0;
 }
 
+/* Counts n more bytes kept for k against client-query-buffer-limit.
+ * Returns 0, or -1 after closing the connection if that passes the limit. */
+static int cli_charge(ucli *k, size_t n, const char *what) {
+    if ((long long)(k->held_bytes + n) > k->c->hub->cfg.client_query_buffer_limit) {
+        log_warning("Closing client id=%llu addr=%s: memory held for its HUB.CALLs (%s) passed "
+                    "client-query-buffer-limit",
+                    (unsigned long long)k->id, k->c->addr, what);
+        conn_close(k->c, NULL);
+        return -1;
+    }
+    k->held_bytes += n;
+    return 0;
+}
+
 /*---- Requests ------------------------------------------------------------------------*/
 
 /* Takes r out of the table and its listener's list and stops its timer. */
@@ -147,51 +177,125 @@ static void schedule_replay(unicast *u, ucli *k) {
     ev_idle_start(u->h->loop, &u->replay_w);
 }
 
-enum outcome { OUT_REPLY, OUT_ERROR, OUT_TIMEOUT, OUT_GONE };
+/* Memory a client caller's outstanding call holds (see cli_charge). */
+static size_t call_size(const ureq *r) { return sizeof *r + r->nlen + r->rlen; }
 
-/* Answers request r's caller (if it is still there and waiting) and frees r.
- * For OUT_REPLY / OUT_ERROR, p/n is the payload or the message. */
+/* Writes outcome o of r (p/n: the payload or message) to its caller c. */
+static void write_outcome(conn *c, const ureq *r, enum outcome o, const char *p, size_t n) {
+    switch (o) {
+    case OUT_REPLY: reply_bulk(c, p, n); break;
+    case OUT_ERROR: reply_errorf(c, "ERR %.*s", (int)(n > ERR_MAX ? ERR_MAX : n), p); break;
+    case OUT_TIMEOUT:
+        reply_errorf(c, "TIMEOUT no reply from '%.*s' within %lld ms", NAME_IN_ERR(r->name, r->nlen), r->timeout_ms);
+        break;
+    case OUT_GONE: reply_errorf(c, "ERR listener for '%.*s' disconnected", NAME_IN_ERR(r->name, r->nlen)); break;
+    }
+}
+
+/* Takes k's oldest call off its FIFO and frees it. */
+static void call_pop(ucli *k) {
+    ureq *r = k->calls;
+    k->calls = r->cnext;
+    if (!k->calls) k->calls_tail = NULL;
+    k->ncalls--;
+    k->held_bytes -= call_size(r);
+    free(r->result);
+    free(r);
+}
+
+/* Keeps outcome o of call r, answered before an earlier call of its caller
+ * k, until its turn. A reply or error is copied; past the memory limit, or
+ * out of memory, k is closed instead. */
+static void call_keep(ucli *k, ureq *r, enum outcome o, const char *p, size_t n) {
+    r->answered = 1;
+    r->outcome = o;
+    if (o != OUT_REPLY && o != OUT_ERROR) return; /* written from r's name and timeout */
+    if (o == OUT_ERROR && n > ERR_MAX) n = ERR_MAX;
+    if (cli_charge(k, n, "early replies") < 0) return;
+    if (!(r->result = malloc(n + 1))) {
+        k->held_bytes -= n;
+        conn_close(k->c, "out of memory keeping a reply");
+        return;
+    }
+    memcpy(r->result, p, n);
+    r->rlen = n;
+}
+
+/* After k's oldest call was written: writes the outcomes its next calls
+ * keep, in order, up to the first one still waiting; if none is left, k is
+ * no longer blocked and its held requests may run. */
+static void calls_flush(unicast *u, ucli *k) {
+    while (k->calls && k->calls->answered) {
+        ureq *r = k->calls;
+        /* a reply without its copy only if that closed k: its output goes nowhere */
+        write_outcome(k->c, r, r->outcome, r->result ? r->result : "", r->rlen);
+        call_pop(k);
+    }
+    k->c->last_interaction = ev_now(u->h->loop); /* an answer restarts the idle clock, as a write in Redis */
+    if (!k->ncalls) k->c->flags &= ~CONN_BLOCKED;
+    schedule_replay(u, k);
+}
+
+/* Drops k's calls (k's connection is going): the answered ones are freed,
+ * the others stay in the table with no caller (a late reply is dropped). */
+static void calls_drop(ucli *k) {
+    while (k->calls) {
+        ureq *r = k->calls;
+        k->calls = r->cnext;
+        r->cnext = NULL;
+        if (r->answered) {
+            free(r->result);
+            free(r);
+        } else {
+            r->caller_id = 0;
+        }
+    }
+    k->calls_tail = NULL;
+    k->ncalls = 0;
+}
+
+/* Hands request r's outcome to its Lua caller, from the idle watcher. */
+static void done_queue(ureq *r, enum outcome o, const char *p, size_t n) {
+    unicast *u = r->u;
+    char buf[400];
+    if (o == OUT_TIMEOUT)
+        n = (size_t)snprintf(buf, sizeof buf, "timeout: no reply from '%.*s' within %lld ms",
+                             NAME_IN_ERR(r->name, r->nlen), r->timeout_ms);
+    else if (o == OUT_GONE)
+        n = (size_t)snprintf(buf, sizeof buf, "listener for '%.*s' disconnected", NAME_IN_ERR(r->name, r->nlen));
+    if (o == OUT_TIMEOUT || o == OUT_GONE) p = buf;
+    r->ok = o == OUT_REPLY;
+    r->result = malloc(n + 1);
+    if (r->result) memcpy(r->result, p, n);
+    r->rlen = r->result ? n : 0;
+    if (!r->result) r->ok = 0;
+    r->done_next = NULL;
+    if (u->done_tail) u->done_tail->done_next = r;
+    else u->done_head = r;
+    u->done_tail = r;
+    ev_idle_start(u->h->loop, &u->replay_w);
+}
+
+/* Completes request r: its caller gets outcome o (p/n: the payload or the
+ * message for OUT_REPLY / OUT_ERROR) in its turn, or r is dropped if the
+ * caller is gone. */
 static void req_complete(ureq *r, enum outcome o, const char *p, size_t n) {
     unicast *u = r->u;
     req_detach(r);
     if (r->done) { /* a Lua caller: handed over from the idle watcher, never from here */
-        char buf[400];
-        if (o == OUT_TIMEOUT)
-            n = (size_t)snprintf(buf, sizeof buf, "timeout: no reply from '%.*s' within %lld ms",
-                                 NAME_IN_ERR(r->name, r->nlen), r->timeout_ms);
-        else if (o == OUT_GONE)
-            n = (size_t)snprintf(buf, sizeof buf, "listener for '%.*s' disconnected", NAME_IN_ERR(r->name, r->nlen));
-        if (o == OUT_TIMEOUT || o == OUT_GONE) p = buf;
-        r->ok = o == OUT_REPLY;
-        r->result = malloc(n + 1);
-        if (r->result) memcpy(r->result, p, n);
-        r->rlen = r->result ? n : 0;
-        if (!r->result) r->ok = 0;
-        r->done_next = NULL;
-        if (u->done_tail) u->done_tail->done_next = r;
-        else u->done_head = r;
-        u->done_tail = r;
-        ev_idle_start(u->h->loop, &u->replay_w);
+        done_queue(r, o, p, n);
         return;
     }
     ucli *k = r->caller_id ? cli_find(u, r->caller_id) : NULL;
-    if (k && k->blocked_on == r->id) {
-        conn *c = k->c;
-        switch (o) {
-        case OUT_REPLY: reply_bulk(c, p, n); break;
-        case OUT_ERROR: reply_errorf(c, "ERR %.*s", (int)(n > 4000 ? 4000 : n), p); break;
-        case OUT_TIMEOUT:
-            reply_errorf(c, "TIMEOUT no reply from '%.*s' within %lld ms", NAME_IN_ERR(r->name, r->nlen),
-                         r->timeout_ms);
-            break;
-        case OUT_GONE:
-            reply_errorf(c, "ERR listener for '%.*s' disconnected", NAME_IN_ERR(r->name, r->nlen));
-            break;
-        }
-        k->blocked_on = 0;
-        schedule_replay(u, k);
+    if (!k) {
+        free(r);
+    } else if (r == k->calls) {
+        write_outcome(k->c, r, o, p, n);
+        call_pop(k);
+        calls_flush(u, k);
+    } else {
+        call_keep(k, r, o, p, n);
     }
-    free(r);
 }
 
 static void req_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents) {
@@ -236,14 +340,23 @@ static ureq *req_send(unicast *u, conn *l, const char *name, size_t nlen, const 
 
 void unicast_call(conn *c, conn *l, const hstr *name, const hstr *payload, long long timeout_ms) {
     unicast *u = c->hub->unicast;
-    ucli *caller = u ? cli_get(u, c) : NULL;
-    ureq *r = caller ? req_send(u, l, name->p, name->len, payload->p, payload->len, timeout_ms) : NULL;
+    ucli *k = u ? cli_get(u, c) : NULL;
+    size_t size = sizeof(ureq) + name->len;
+    if (k && cli_charge(k, size, "call records") < 0) return;
+    ureq *r = k ? req_send(u, l, name->p, name->len, payload->p, payload->len, timeout_ms) : NULL;
     if (!r) {
-        reply_error(c, "ERR out of memory");
+        if (k) k->held_bytes -= size;
+        /* an error now would overtake the replies of earlier calls */
+        if (k && k->ncalls) conn_close(c, "out of memory for a call");
+        else reply_error(c, "ERR out of memory");
         return;
     }
     r->caller_id = c->id;
-    caller->blocked_on = r->id;
+    if (k->calls_tail) k->calls_tail->cnext = r;
+    else k->calls = r;
+    k->calls_tail = r;
+    k->ncalls++;
+    c->flags |= CONN_BLOCKED;
 }
 
 uint64_t unicast_request(hub *h, conn *l, const char *name, size_t nlen, const char *p, size_t n,
@@ -281,20 +394,36 @@ size_t unicast_pending(const hub *h) { return h->unicast ? HASH_COUNT(h->unicast
 
 /*---- Holding and replaying a blocked connection's requests ----------------------------*/
 
+static listen_registry *registry(conn *c);
+
+/* Whether request argv goes out at once as a HUB.CALL to a client listener:
+ * the checks of commands_dispatch and cmd_hub_call that could answer it
+ * with an error, which would overtake the replies of c's earlier calls. */
+static int forwards_call(conn *c, int argc, const hstr *argv) {
+    long long timeout;
+    if (!hstr_is(&argv[0], "hub.call") || argc < 3 || argc > 4) return 0;
+    if (argc == 4 && (hstr_to_ll(&argv[3], &timeout) || timeout < 0)) return 0;
+    if (c->proto == 2 && ((c->flags & CONN_LISTENER) || conn_subscriptions(c))) return 0;
+    listen_registry *reg = registry(c);
+    const listener *l = reg ? listen_find(reg, argv[1].p, argv[1].len) : NULL;
+    return l && l->kind == LISTENER_CONN;
+}
+
+/* Whether k's request argv may run now, given its outstanding calls. */
+static int may_run(ucli *k, int argc, const hstr *argv) {
+    return k->ncalls == 0 || (k->ncalls < UNICAST_MAX_CALLS && forwards_call(k->c, argc, argv));
+}
+
 int unicast_hold(conn *c, int argc, const hstr *argv) {
     unicast *u = c->hub->unicast;
     ucli *k = u ? cli_find(u, c->id) : NULL;
-    if (!k || !(k->blocked_on || (k->hhead && !k->replaying))) return 0;
+    if (!k || k->replaying || (!k->hhead && may_run(k, argc, argv))) return 0;
     size_t bytes = 0;
     for (int i = 0; i < argc; i++) bytes += argv[i].len;
-    if ((long long)(k->held_bytes + bytes) > c->hub->cfg.client_query_buffer_limit) {
-        log_warning("Closing client id=%llu addr=%s: input held during a HUB.CALL passed client-query-buffer-limit",
-                    (unsigned long long)c->id, c->addr);
-        conn_close(c, NULL);
-        return 1;
-    }
+    if (cli_charge(k, bytes, "input held") < 0) return 1;
     held *x = malloc(sizeof *x + (size_t)argc * sizeof(hstr) + bytes + 1);
     if (!x) {
+        k->held_bytes -= bytes;
         conn_close(c, "out of memory holding input");
         return 1;
     }
@@ -311,12 +440,12 @@ int unicast_hold(conn *c, int argc, const hstr *argv) {
     if (k->htail) k->htail->next = x;
     else k->hhead = x;
     k->htail = x;
-    k->held_bytes += bytes;
     return 1;
 }
 
-/* Runs the held requests of every unblocked connection, in order, until one
- * blocks again. Runs from an idle watcher, never inside another command. */
+/* Runs the held requests of every connection on the ready list, in order,
+ * while they may run (see may_run). Runs from an idle watcher, never inside
+ * another command. */
 static void replay_cb(struct ev_loop *loop, ev_idle *w, int revents) {
     (void)revents;
     unicast *u = w->data;
@@ -327,16 +456,17 @@ static void replay_cb(struct ev_loop *loop, ev_idle *w, int revents) {
         if (!u->ready_head) u->ready_tail = NULL;
         k->ready = 0;
         conn *c = k->c;
-        k->replaying = 1;
-        while (k->hhead && !k->blocked_on && !(c->flags & (CONN_CLOSING | CONN_CLOSE_AFTER_REPLY))) {
+        while (k->hhead && !(c->flags & (CONN_CLOSING | CONN_CLOSE_AFTER_REPLY)) &&
+               may_run(k, k->hhead->argc, k->hhead->argv)) {
             held *x = k->hhead;
             k->hhead = x->next;
             if (!k->hhead) k->htail = NULL;
             k->held_bytes -= x->bytes;
+            k->replaying = 1;
             commands_dispatch(c, x->argc, x->argv);
+            k->replaying = 0;
             free(x);
         }
-        k->replaying = 0;
     }
     if (!u->done_head) ev_idle_stop(loop, w);
 }
@@ -500,6 +630,7 @@ void unicast_conn_closed(conn *c) {
     if (!k) return;
     /* names first, so nothing new reaches it while its requests fail */
     while (k->nnames) drop_name(c, k, k->nnames - 1);
+    calls_drop(k);
     while (k->delivered) req_complete(k->delivered, OUT_GONE, NULL, 0);
     held_clear(k);
     if (k->ready) {
@@ -534,20 +665,21 @@ void unicast_free(unicast *u) {
         free(d->result);
         free(d);
     }
+    ucli *k, *kt;
+    HASH_ITER(hh, u->clis, k, kt) { /* before the requests: calls_drop touches the unanswered ones */
+        // cppcheck-suppress uninitvar ; uthash's iteration macro confuses it
+        for (size_t i = 0; i < k->nnames; i++) free(k->names[i].p);
+        calls_drop(k);
+        held_clear(k);
+        HASH_DEL(u->clis, k);
+        free(k->names);
+        free(k);
+    }
     ureq *r, *rt;
     HASH_ITER(hh, u->reqs, r, rt) {
         ev_timer_stop(u->h->loop, &r->timer);
         HASH_DEL(u->reqs, r);
         free(r);
-    }
-    ucli *k, *kt;
-    HASH_ITER(hh, u->clis, k, kt) {
-        // cppcheck-suppress uninitvar ; uthash's iteration macro confuses it
-        for (size_t i = 0; i < k->nnames; i++) free(k->names[i].p);
-        held_clear(k);
-        HASH_DEL(u->clis, k);
-        free(k->names);
-        free(k);
     }
     free(u);
 }

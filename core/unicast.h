@@ -13,10 +13,19 @@
  * an id, goes to the listener as a push [request, id, name, payload] and is
  * kept in a table keyed by id with the caller's connection id (never a
  * pointer: the caller may go away; a late reply is then dropped). The caller
- * is "blocked" like a Redis client in BLPOP: its later requests are held, in
- * order, until the reply, an error, the timeout or the listener's disconnect
- * answers the call, so pipelined replies keep their order. Each request has
- * its own ev_timer (call-timeout, or the call's timeout-ms; 0 = none).
+ * is "blocked" like a Redis client in BLPOP (CONN_BLOCKED: flag b in CLIENT
+ * LIST, never closed by the idle timeout) while it has calls outstanding,
+ * but its pipeline still reaches listeners: a later HUB.CALL that goes to a
+ * client listener is forwarded at once, up to UNICAST_MAX_CALLS outstanding
+ * per caller. Replies are written strictly in request order: a call answered
+ * early keeps its outcome until every earlier one was written. Any other
+ * request (a command, a HUB.CALL to a Lua listener, to no listener, an
+ * invalid one, or a call past the limit) is held, and so is everything after
+ * it, until the calls before it were answered; then the held requests run in
+ * order. Memory kept for a caller (held input, its outstanding calls, early
+ * replies) counts against client-query-buffer-limit; past it the caller is
+ * closed, as Redis closes a client whose query buffer passes it. Each request
+ * has its own ev_timer (call-timeout, or the call's timeout-ms; 0 = none).
  * hub.call from Lua (hubmod.c) sends requests through unicast_request: the
  * outcome is handed to a callback from an idle watcher, so Lua is never
  * resumed from inside another connection's command or a connection's free.
@@ -39,21 +48,27 @@ unicast *unicast_new(hub *h);
 void unicast_free(unicast *u);
 
 /* A connection is being freed: its names are unregistered (with fallback),
- * requests delivered to it fail with "listener ... disconnected", a call it
- * was waiting for is dropped on arrival, its held requests are discarded. */
+ * requests delivered to it fail with "listener ... disconnected", the calls
+ * it was waiting for are dropped on arrival (a late HUB.REPLY still gets
+ * +OK), its held requests and early replies are discarded. */
 void unicast_conn_closed(conn *c);
 
 /* RESET: drops c's listen registrations (requests already delivered to it
  * can still be answered). */
 void unicast_reset(conn *c);
 
-/* Called by the dispatcher first: if c is blocked on a HUB.CALL (or still has
- * held requests to replay), copies the request to c's queue and returns 1;
- * otherwise returns 0 and the request runs now. */
+/* Calls to client listeners one caller may have outstanding at once. */
+#define UNICAST_MAX_CALLS 1024
+
+/* Called by the dispatcher first: if the request must wait behind c's
+ * outstanding calls or earlier held requests (see the top comment), copies
+ * it to c's queue and returns 1; otherwise returns 0 and it runs now (a
+ * HUB.CALL then reaches unicast_call even while c has calls outstanding). */
 int unicast_hold(conn *c, int argc, const hstr *argv);
 
-/* The remote half of HUB.CALL: sends the request to listener l and blocks
- * the caller c. timeout_ms < 0 means the call-timeout option; 0 none. */
+/* The remote half of HUB.CALL: sends the request to listener l and adds it
+ * to the caller c's outstanding calls (c is blocked until they are answered).
+ * timeout_ms < 0 means the call-timeout option; 0 none. */
 void unicast_call(conn *c, conn *l, const hstr *name, const hstr *payload, long long timeout_ms);
 
 /* hub.call from Lua: the result of a request, ok with the reply, or not ok

@@ -11,18 +11,19 @@
 # two rows is remote vs Lua; the redis column reuses those rows' FCALL echo
 # samples (no extra redis runs).
 #
-# Pipelining: a caller waiting on HUB.CALL to a client listener holds its later
-# pipelined commands (README, Unicast listeners, "Blocking"), so 10 conns ×
-# pipeline 16 puts at most 10 requests at the listener at a time, not 160: the
-# row measures what that serialization costs, against FCALL where redis runs
-# all 160 back to back.
+# Pipelining: a caller's pipelined HUB.CALLs to a client listener all go out at
+# once (up to 1024 outstanding per caller; README, Unicast listeners, "Blocking
+# and pipelining"), so 10 conns × pipeline 16 keeps up to 160 requests at the
+# listener, which answers each read's worth in one write; the hub writes every
+# caller's replies in request order. Against FCALL, where redis runs all 160
+# back to back.
 # The listener's counts (lis_replies, lis_ok, lis_errors, lis_other: e.g. a
 # `replaced` push) are in the loadgen's JSON line (latest-raw.jsonl.tmp).
 scenario call_remote label="CALL remote" metrics=calls_per_s unit=calls/s redis=@call_echo \
     title="request/reply through a remote listener (HUB.CALL → client HUB.LISTEN/HUB.REPLY), 50 conns, no pipelining (Lua: call_echo; redis: FCALL echo)" \
     hub="call --conns 50 --pipeline 1 --size 64 --name echo.remote.v1 --listener 1"
 scenario call_remote_p16 label="CALL remote p16" metrics=calls_per_s unit=calls/s redis=@call_echo_p16 \
-    title="request/reply through a remote listener, 10 conns × pipeline 16 (serialized per caller; Lua: call_echo_p16; redis: FCALL)" \
+    title="request/reply through a remote listener, 10 conns × pipeline 16 (all 16 outstanding per caller; Lua: call_echo_p16; redis: FCALL)" \
     hub="call --conns 10 --pipeline 16 --size 64 --name echo.remote.v1 --listener 1"
 scenario lat_call_remote label="CALL remote" metrics=p50_us,p99_us,p999_us unit=µs better=lower chart=latency \
     redis=@lat_call \

@@ -2,7 +2,9 @@
 HUB.ERROR) and HUB.CALL to them: round trips in RESP2 and RESP3, error
 replies, takeover (newest wins, the old holder is told and still answers what
 it already has), fallback when a holder goes, timeouts, callers that go away,
-many concurrent callers, pipelined calls, and the RESP2 listener mode."""
+many concurrent callers, pipelined calls (several outstanding per caller,
+replies in request order, the idle timeout and CLIENT LIST's flag b), and the
+RESP2 listener mode."""
 import os
 import signal
 import threading
@@ -588,14 +590,17 @@ return {
 
 
 def test_shutdown_with_calls_in_flight_is_clean(lua_hub):
-    """Stopping the hub with a blocked caller (and requests held behind its
-    call), a Lua callback waiting in hub.call and unanswered requests frees
+    """Stopping the hub with a blocked caller (a call outstanding, a later one
+    answered early, requests held behind them), a Lua callback waiting in hub.call and unanswered requests frees
     everything (the ASan run checks for leaks and use-after-free)."""
     server = lua_hub()
     lis, caller, pub = server.raw(), server.raw(), server.raw()
     listen(lis, "svc")
-    caller.send(_encode("HUB.CALL", "svc", "x", "0") + _encode("PING") + _encode("ECHO", "held"))
+    caller.send(_encode("HUB.CALL", "svc", "x", "0") + _encode("HUB.CALL", "svc", "y", "0") + _encode("PING") +
+                _encode("ECHO", "held"))
     take_request(lis)
+    rid, _ = take_request(lis)
+    lis.call("HUB.REPLY", rid, "kept until x is answered")
     pub.call("PUBLISH", "ask.svc", "lua")
     take_request(lis)
     server.stopped = True  # on purpose, with every client still connected
@@ -638,3 +643,236 @@ def test_input_held_behind_a_call_is_bounded(server_factory):
             break
     caller.read_until_close()
     assert server.raw().call("PING") == Status(b"PONG")
+
+
+# --------------------------------------------------------------------------
+# Several calls outstanding per caller (pipelined HUB.CALL)
+# --------------------------------------------------------------------------
+
+MAX_CALLS = 1024  # UNICAST_MAX_CALLS: outstanding calls per caller
+
+
+def pending_calls(server):
+    return server.client().info("handlers")["unicast_pending_calls"]
+
+
+def client_fields(probe, cid):
+    line = probe.call("CLIENT", "LIST", "ID", cid)
+    return dict(f.split(b"=", 1) for f in line.split() if b"=" in f)
+
+
+def client_flags(probe, cid):
+    return client_fields(probe, cid)[b"flags"]
+
+
+def test_pipelined_calls_all_reach_the_listener_and_replies_keep_request_order(server):
+    lis, caller = server.raw(), server.raw()
+    lis.call("HELLO", "3")
+    listen(lis, "svc")
+    n = 8
+    caller.send(b"".join(_encode("HUB.CALL", "svc", "p%d" % i) for i in range(n)))
+    reqs = [take_request(lis) for _ in range(n)]  # every one before any reply
+    assert [p for _, p in reqs] == [b"p%d" % i for i in range(n)]
+    assert pending_calls(server) == n
+    order = [5, 2, 7, 1, 6, 3, 4]  # all but the first, out of order
+    for i in order:
+        assert lis.call("HUB.REPLY", reqs[i][0], b"r%d" % i) == Status(b"OK")
+    caller.assert_no_data(0.1)  # kept until the first call is answered
+    assert pending_calls(server) == 1
+    # an answered early call cannot be answered again
+    assert lis.call("HUB.REPLY", reqs[5][0], "again") == Error(b"ERR unknown request id")
+    assert lis.call("HUB.REPLY", reqs[0][0], "r0") == Status(b"OK")
+    assert [caller.read_reply() for _ in range(n)] == [b"r%d" % i for i in range(n)]
+    caller.assert_no_data(0.05)
+    assert caller.call("PING") == Status(b"PONG")
+
+
+def test_commands_and_failing_calls_between_calls_keep_their_place(server):
+    lis, caller = server.raw(), server.raw()
+    listen(lis, "svc")
+    caller.send(_encode("HUB.CALL", "svc", "a") + _encode("HUB.CALL", "svc", "b") + _encode("PING") +
+                _encode("HUB.CALL", "svc", "c") + _encode("HUB.CALL", "nobody", "x") +
+                _encode("HUB.CALL", "svc", "y", "-1") + _encode("HUB.CALL", "svc", "d") + _encode("ECHO", "z"))
+    (ra, pa), (rb, pb) = take_request(lis), take_request(lis)
+    assert (pa, pb) == (b"a", b"b")
+    lis.assert_no_data(0.1)  # c waits behind the PING, which waits behind a and b
+    lis.call("HUB.REPLY", rb, "B")
+    caller.assert_no_data(0.05)
+    lis.call("HUB.REPLY", ra, "A")
+    assert [caller.read_reply() for _ in range(3)] == [b"A", b"B", Status(b"PONG")]
+    rc, pc = take_request(lis)
+    assert pc == b"c"
+    lis.assert_no_data(0.1)  # the failing calls wait behind c, and d behind them
+    caller.assert_no_data(0.05)
+    lis.call("HUB.REPLY", rc, "C")
+    assert caller.read_reply() == b"C"
+    assert caller.read_reply() == Error(b"ERR no listener for 'nobody'")
+    assert caller.read_reply() == Error(b"ERR timeout is not an integer or out of range")
+    rd, pd = take_request(lis)
+    assert pd == b"d"
+    caller.assert_no_data(0.05)  # the ECHO waits behind d
+    lis.call("HUB.REPLY", rd, "D")
+    assert [caller.read_reply(), caller.read_reply()] == [b"D", b"z"]
+
+
+def test_a_lua_listener_call_between_remote_calls_keeps_its_place(server_factory, tmp_path):
+    hdir = tmp_path / "handlers"
+    hdir.mkdir()
+    write_handler(str(hdir), "lua", 'return { listen = { "lua" }, on_call = function(ev) return "L" .. ev.data end }\n')
+    server = server_factory(handlers_dir=str(hdir))
+    lis, caller = server.raw(), server.raw()
+    listen(lis, "svc")
+    caller.send(_encode("HUB.CALL", "svc", "a") + _encode("HUB.CALL", "lua", "x") + _encode("HUB.CALL", "svc", "b"))
+    ra, _ = take_request(lis)
+    lis.assert_no_data(0.1)
+    caller.assert_no_data(0.05)
+    lis.call("HUB.REPLY", ra, "A")
+    assert [caller.read_reply(), caller.read_reply()] == [b"A", b"Lx"]
+    rb, pb = take_request(lis)
+    assert pb == b"b"
+    lis.call("HUB.REPLY", rb, "B")
+    assert caller.read_reply() == b"B"
+
+
+def test_a_timeout_in_the_middle_of_a_pipeline_is_answered_in_its_turn(server):
+    lis, caller = server.raw(), server.raw()
+    listen(lis, "svc")
+    caller.send(_encode("HUB.CALL", "svc", "a", "0") + _encode("HUB.CALL", "svc", "b", "100") +
+                _encode("HUB.CALL", "svc", "c", "0"))
+    (ra, _), (rb, _), (rc, _) = take_request(lis), take_request(lis), take_request(lis)
+    wait_for(lambda: pending_calls(server) == 2, what="b timed out")
+    caller.assert_no_data(0.05)  # b's TIMEOUT waits for a
+    assert lis.call("HUB.REPLY", rb, "late") == Error(b"ERR unknown request id")
+    lis.call("HUB.REPLY", rc, "C")
+    caller.assert_no_data(0.05)
+    lis.call("HUB.REPLY", ra, "A")
+    assert [caller.read_reply() for _ in range(3)] == [
+        b"A", Error(b"TIMEOUT no reply from 'svc' within 100 ms"), b"C"]
+
+
+def test_listener_disconnect_fails_each_outstanding_call_in_request_order(server):
+    svc, other, caller = server.raw(), server.raw(), server.raw()
+    listen(svc, "svc")
+    listen(other, "other")
+    caller.send(_encode("HUB.CALL", "svc", "a") + _encode("HUB.CALL", "other", "b") +
+                _encode("HUB.CALL", "svc", "c") + _encode("HUB.CALL", "other", "d") + _encode("PING"))
+    take_request(svc)
+    rb, _ = take_request(other, b"other")
+    take_request(svc)
+    rd, _ = take_request(other, b"other")
+    other.call("HUB.REPLY", rd, "D")
+    svc.close()  # a and c fail; c in its turn, after b
+    assert caller.read_reply() == Error(b"ERR listener for 'svc' disconnected")
+    caller.assert_no_data(0.1)
+    other.call("HUB.REPLY", rb, "B")
+    assert [caller.read_reply() for _ in range(4)] == [
+        b"B", Error(b"ERR listener for 'svc' disconnected"), b"D", Status(b"PONG")]
+    assert pending_calls(server) == 0
+
+
+def test_caller_disconnect_with_several_calls_outstanding_drops_them(server):
+    lis, caller = server.raw(), server.raw()
+    listen(lis, "svc")
+    caller.send(b"".join(_encode("HUB.CALL", "svc", "p%d" % i) for i in range(4)) + _encode("ECHO", "held"))
+    reqs = [take_request(lis) for _ in range(4)]
+    lis.call("HUB.REPLY", reqs[2][0], "early")  # kept for the caller, then dropped with it
+    caller.close()
+    wait_for(lambda: pending_calls(server) == 3 and b"cmd=hub.call" not in server.raw().call("CLIENT", "LIST"),
+             what="caller gone")
+    for i in (0, 1, 3):  # late replies are accepted and dropped
+        assert lis.call("HUB.REPLY", reqs[i][0], "late") == Status(b"OK")
+    assert lis.call("HUB.REPLY", reqs[2][0], "twice") == Error(b"ERR unknown request id")
+    assert pending_calls(server) == 0
+    probe = server.raw()
+    probe.send_command("HUB.CALL", "svc", "after")
+    rid, _ = take_request(lis)
+    lis.call("HUB.REPLY", rid, "fine")
+    assert probe.read_reply() == b"fine"
+
+
+def test_calls_past_the_outstanding_limit_wait_for_a_free_slot(server):
+    lis, caller = server.raw(), server.raw()
+    lis.call("HELLO", "3")
+    listen(lis, "svc")
+    n = MAX_CALLS + 2
+    caller.send(b"".join(_encode("HUB.CALL", "svc", "p%d" % i) for i in range(n)))
+    reqs = [take_request(lis) for _ in range(MAX_CALLS)]
+    assert reqs[-1][1] == b"p%d" % (MAX_CALLS - 1)
+    lis.assert_no_data(0.1)
+    assert pending_calls(server) == MAX_CALLS
+    lis.send_command("HUB.REPLY", reqs[0][0], "r0")  # frees one slot
+    assert lis.read_reply() == Status(b"OK")
+    reqs.append(take_request(lis))
+    assert reqs[-1][1] == b"p%d" % MAX_CALLS
+    lis.assert_no_data(0.1)
+    assert caller.read_reply() == b"r0"
+    lis.send(b"".join(_encode("HUB.REPLY", rid, b"r" + p[1:]) for rid, p in reqs[1:]))
+    for _ in reqs[1:]:
+        assert lis.read_reply() == Status(b"OK")
+    reqs.append(take_request(lis))
+    lis.call("HUB.REPLY", reqs[-1][0], b"r%d" % (n - 1))
+    assert [caller.read_reply() for _ in range(n - 1)] == [b"r%d" % i for i in range(1, n)]
+
+
+def test_early_replies_are_bounded_by_the_query_buffer_limit(server_factory):
+    server = server_factory(config={"client-query-buffer-limit": "4096"})
+    lis, caller = server.raw(), server.raw()
+    listen(lis, "svc")
+    caller.send(_encode("HUB.CALL", "svc", "a", "0") + _encode("HUB.CALL", "svc", "b", "0"))
+    (ra, _), (rb, _) = take_request(lis), take_request(lis)
+    assert lis.call("HUB.REPLY", rb, "x" * 5000) == Status(b"OK")  # too big to keep for the caller
+    assert caller.read_until_close() == b""
+    assert lis.call("HUB.REPLY", ra, "late") == Status(b"OK")
+    # a reply written at once is output, not held: the same size passes
+    probe = server.raw()
+    probe.send_command("HUB.CALL", "svc", "c")
+    rc, _ = take_request(lis)
+    lis.call("HUB.REPLY", rc, "y" * 5000)
+    assert probe.read_reply() == b"y" * 5000
+
+
+def test_idle_timeout_never_closes_a_blocked_caller(server_factory):
+    server = server_factory(config={"timeout": "1"})
+    lis, caller, probe = server.raw(), server.raw(), server.raw()
+    listen(lis, "svc")
+    probe.call("HELLO", "3")
+    probe.call("SUBSCRIBE", "keep-probe-open")
+    cid = caller.call("CLIENT", "ID")
+    caller.send(_encode("HUB.CALL", "svc", "x", "0") + _encode("PING"))
+    rid, _ = take_request(lis)
+    # an idle client connected after the call went out: once the timeout has
+    # closed it, the caller has been idle longer than the timeout too
+    idle = server.raw()
+    idle.read_until_close(timeout=10)
+    assert caller.is_open(0.05)
+    assert client_fields(probe, cid)[b"flags"] == b"b"
+    assert int(client_fields(probe, cid)[b"idle"]) >= 1
+    lis.call("HUB.REPLY", rid, "X")
+    assert [caller.read_reply(), caller.read_reply()] == [b"X", Status(b"PONG")]
+    # the answer restarts the idle clock (as a write does in Redis), so the
+    # next cron does not close the caller the moment it is answered
+    assert client_fields(probe, cid)[b"idle"] == b"0"
+    assert caller.call("PING") == Status(b"PONG")
+
+
+def test_client_list_shows_flag_b_while_blocked_on_a_call(server):
+    lis, caller, probe = server.raw(), server.raw(), server.raw()
+    listen(lis, "svc")
+    cid = caller.call("CLIENT", "ID")
+    assert client_flags(probe, cid) == b"N"
+    caller.send_command("HUB.CALL", "svc", "x")
+    rid, _ = take_request(lis)
+    assert client_flags(probe, cid) == b"b"
+    lis.call("HUB.REPLY", rid, "X")
+    assert caller.read_reply() == b"X"
+    assert client_flags(probe, cid) == b"N"
+    assert b" flags=N " in caller.call("CLIENT", "INFO")
+    # a RESP3 subscriber may call too: P and b, in Redis's order
+    caller.call("HELLO", "3")
+    assert caller.call("SUBSCRIBE", "ch") == Push([b"subscribe", b"ch", 1])
+    caller.send_command("HUB.CALL", "svc", "y")
+    rid, _ = take_request(lis)
+    assert client_flags(probe, cid) == b"Pb"
+    lis.call("HUB.REPLY", rid, "Y")
+    assert caller.read_reply() == b"Y"
+    assert client_flags(probe, cid) == b"P"
