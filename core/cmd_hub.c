@@ -55,14 +55,18 @@ static handlers *runtime(conn *c) {
 
 /*---- HUB.CALL ---------------------------------------------------------------------*/
 
+int hub_call_args(int argc, const hstr *argv, long long *timeout) {
+    *timeout = -1; /* the call-timeout option */
+    if (argc > 4) return -1;
+    if (argc == 4 && (hstr_to_ll(&argv[3], timeout) || *timeout < 0)) return -2;
+    return 0;
+}
+
 void cmd_hub_call(conn *c, int argc, const hstr *argv) {
-    if (argc > 4) {
-        reply_error(c, "ERR syntax error");
-        return;
-    }
-    long long timeout = -1; /* the call-timeout option */
-    if (argc == 4 && (hstr_to_ll(&argv[3], &timeout) || timeout < 0)) {
-        reply_error(c, "ERR timeout is not an integer or out of range");
+    long long timeout;
+    int bad = hub_call_args(argc, argv, &timeout);
+    if (bad) {
+        reply_error(c, bad == -1 ? "ERR syntax error" : "ERR timeout is not an integer or out of range");
         return;
     }
     handlers *rt = runtime(c);

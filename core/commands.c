@@ -124,46 +124,59 @@ static const command *find_sub(const command *parent, const hstr *a) {
     return NULL;
 }
 
-void commands_dispatch(conn *c, int argc, const hstr *argv) {
-    /* a connection blocked on HUB.CALL runs nothing until it is answered */
-    if (unicast_hold(c, argc, argv)) return;
+/* The command argv names, if c may run it now: it exists, has the right
+ * number of arguments and is allowed in c's mode. Otherwise NULL, after
+ * the error reply when `reply` is set. */
+static const command *check_command(conn *c, int argc, const hstr *argv, int reply) {
     const command *cmd = commands_find(&argv[0]);
     if (!cmd) {
-        reply_unknown(c, argc, argv);
-        return;
+        if (reply) reply_unknown(c, argc, argv);
+        return NULL;
     }
-    c->last_cmd = cmd->name;
+    if (reply) c->last_cmd = cmd->name;
     const command *check = cmd;
     if (cmd->subs && argc >= 2) {
         if (!(check = find_sub(cmd, &argv[1]))) {
+            if (!reply) return NULL;
             int n = argv[1].len > 128 ? 128 : (int)argv[1].len;
             char upper[16];
             size_t i = 0;
             for (; i < sizeof upper - 1 && cmd->name[i]; i++) upper[i] = (char)toupper((unsigned char)cmd->name[i]);
             upper[i] = '\0';
             reply_errorf(c, "ERR unknown subcommand '%.*s'. Try %s HELP.", n, argv[1].p, upper);
-            return;
+            return NULL;
         }
     }
     if ((check->arity > 0 && argc != check->arity) || (check->arity < 0 && argc < -check->arity)) {
-        reply_errorf(c, "ERR wrong number of arguments for '%s' command", check->name);
-        return;
+        if (reply) reply_errorf(c, "ERR wrong number of arguments for '%s' command", check->name);
+        return NULL;
     }
     if (c->proto == 2 && (c->flags & CONN_LISTENER) && !(check->flags & (CMD_LISTENER_OK | CMD_PUBSUB_OK))) {
+        if (!reply) return NULL;
         reply_errorf(c,
                      "ERR Can't execute '%s': only HUB.REPLY / HUB.ERROR / HUB.LISTEN / HUB.UNLISTEN / "
                      "(P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
                      check->name);
-        return;
+        return NULL;
     }
     if (c->proto == 2 && conn_subscriptions(c) && !(c->flags & CONN_LISTENER) && !(check->flags & CMD_PUBSUB_OK)) {
+        if (!reply) return NULL;
         reply_errorf(c,
                      "ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
                      "are allowed in this context",
                      check->name);
-        return;
+        return NULL;
     }
-    cmd->fn(c, argc, argv);
+    return cmd;
+}
+
+int commands_runnable(conn *c, int argc, const hstr *argv) { return check_command(c, argc, argv, 0) != NULL; }
+
+void commands_dispatch(conn *c, int argc, const hstr *argv) {
+    /* a connection waiting on HUB.CALLs may run only what cannot overtake their replies */
+    if (unicast_hold(c, argc, argv)) return;
+    const command *cmd = check_command(c, argc, argv, 1);
+    if (cmd) cmd->fn(c, argc, argv);
 }
 
 int hstr_is(const hstr *a, const char *w) {

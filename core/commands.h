@@ -41,6 +41,10 @@ void commands_free(void);
  * commands, wrong arity and commands not allowed in subscribed mode. */
 void commands_dispatch(conn *c, int argc, const hstr *argv);
 
+/* 1 if commands_dispatch would run argv's command rather than refuse it
+ * with one of those errors (nothing is written). */
+int commands_runnable(conn *c, int argc, const hstr *argv);
+
 /* Iterates the table (COMMAND). */
 const command *commands_table(size_t *n);
 
@@ -66,6 +70,9 @@ void cmd_punsubscribe(conn *c, int argc, const hstr *argv);
 void cmd_publish(conn *c, int argc, const hstr *argv);
 void cmd_pubsub(conn *c, int argc, const hstr *argv);
 void cmd_hub_call(conn *c, int argc, const hstr *argv);
+/* HUB.CALL's own argument checks: 0 with *timeout (-1 for the call-timeout
+ * option), -1 for too many arguments, -2 for a bad timeout. */
+int hub_call_args(int argc, const hstr *argv, long long *timeout);
 void cmd_hub_handlers(conn *c, int argc, const hstr *argv);
 void cmd_hub_reload(conn *c, int argc, const hstr *argv);
 void cmd_hub_stats(conn *c, int argc, const hstr *argv);        /* cmd_stats.c */

@@ -396,14 +396,14 @@ size_t unicast_pending(const hub *h) { return h->unicast ? HASH_COUNT(h->unicast
 
 static listen_registry *registry(conn *c);
 
-/* Whether request argv goes out at once as a HUB.CALL to a client listener:
- * the checks of commands_dispatch and cmd_hub_call that could answer it
- * with an error, which would overtake the replies of c's earlier calls. */
+/* Whether request argv goes out at once as a HUB.CALL to a client listener,
+ * rather than being answered now (an error, a Lua listener's reply), which
+ * would overtake the replies of c's earlier calls. The checks are the
+ * dispatcher's and HUB.CALL's own. */
 static int forwards_call(conn *c, int argc, const hstr *argv) {
     long long timeout;
-    if (!hstr_is(&argv[0], "hub.call") || argc < 3 || argc > 4) return 0;
-    if (argc == 4 && (hstr_to_ll(&argv[3], &timeout) || timeout < 0)) return 0;
-    if (c->proto == 2 && ((c->flags & CONN_LISTENER) || conn_subscriptions(c))) return 0;
+    if (!hstr_is(&argv[0], "hub.call") || !commands_runnable(c, argc, argv) || hub_call_args(argc, argv, &timeout))
+        return 0;
     listen_registry *reg = registry(c);
     const listener *l = reg ? listen_find(reg, argv[1].p, argv[1].len) : NULL;
     return l && l->kind == LISTENER_CONN;
