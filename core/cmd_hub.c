@@ -34,6 +34,7 @@
 
 #include "commands.h"
 #include "handler_runtime.h"
+#include "hubmod.h"
 #include "reply.h"
 #include "stats.h"
 #include "unicast.h"
@@ -85,7 +86,13 @@ void cmd_hub_call(conn *c, int argc, const hstr *argv) {
     }
     char *reply = NULL, *err = NULL;
     size_t rlen = 0;
-    if (handler_call(l->owner, name->p, name->len, argv[2].p, argv[2].len, &reply, &rlen, &err)) {
+    hwait *pending = NULL;
+    int rc = handler_call(l->owner, name->p, name->len, argv[2].p, argv[2].len, &reply, &rlen, &err, &pending);
+    if (rc == 1) { /* on_call waits in hub.call: so does the caller, as for a client listener */
+        hubmod_wait_call(pending, unicast_call(c, NULL, name, &argv[2], timeout));
+        return;
+    }
+    if (rc < 0) {
         if (!err) {
             reply_error(c, "ERR out of memory");
             return;

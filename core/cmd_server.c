@@ -267,10 +267,15 @@ void cmd_info(conn *c, int argc, const hstr *argv) {
                 (long long)(now - h->start_time), h->cfg.handlers_dir);
     }
     if (want(argc, argv, "clients", 1)) {
-        size_t pubsub = 0;
-        for (conn *o = h->conns; o; o = o->next) pubsub += conn_subscriptions(o) > 0;
-        appendf(buf, &len, cap, "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%lld\r\npubsub_clients:%zu\r\n\r\n",
-                h->nconns, h->cfg.maxclients, pubsub);
+        size_t pubsub = 0, blocked = 0;
+        for (conn *o = h->conns; o; o = o->next) {
+            pubsub += conn_subscriptions(o) > 0;
+            blocked += (o->flags & CONN_BLOCKED) != 0;
+        }
+        appendf(buf, &len, cap,
+                "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%lld\r\nblocked_clients:%zu\r\n"
+                "pubsub_clients:%zu\r\n\r\n",
+                h->nconns, h->cfg.maxclients, blocked, pubsub);
     }
     if (want(argc, argv, "memory", 1)) {
         struct mallinfo2 mi = mallinfo2();

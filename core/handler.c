@@ -280,18 +280,16 @@ handler *handlers_find(handlers *rt, const char *name, size_t len) {
 }
 
 int handler_call(handler *h, const char *name, size_t nlen, const char *data, size_t dlen, char **reply,
-                 size_t *rlen, char **err) {
+                 size_t *rlen, char **err, hwait **pending) {
     if (!h->cur) {
         *err = strdup("handler is not loaded");
         return -1;
     }
     h->calls++;
     uint64_t id = ++h->rt->call_seq;
-    if (hversion_call(h->cur, name, nlen, data, dlen, id, clock_wall_ms(), reply, rlen, err)) {
-        handler_error(h, "on_call", *err);
-        return -1;
-    }
-    return 0;
+    int rc = hversion_call(h->cur, name, nlen, data, dlen, id, clock_wall_ms(), reply, rlen, err, pending);
+    if (rc < 0) handler_error(h, "on_call", *err);
+    return rc;
 }
 
 void handler_replaced(handler *h, const char *name, size_t len) {

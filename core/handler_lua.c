@@ -108,6 +108,9 @@ typedef struct invocation {
     const char *stage;      /* INV_HANDOVER: what is running, for messages */
     int co_ref;             /* INV_RESUME: the waiting coroutine */
     int ok;                 /* INV_RESUME: hub.call succeeded (arg is the reply) or not (arg is the error) */
+    int is_call;            /* INV_CALL, INV_RESUME: the coroutine is an on_call; its result is the reply */
+    uint64_t answer;        /* INV_RESUME of an on_call: the request its reply answers */
+    hwait *pending;         /* set when the coroutine waits in hub.call (again) */
 } invocation;
 
 /* Message handler: the error as a string, with a traceback appended. */
@@ -147,8 +150,32 @@ static void push_ev(lua_State *L, const char *name, size_t nlen, const char *dat
  * that is LUA_NOREF) with nargs values on its stack. When it waits in
  * hub.call again, its registry reference goes to the waiter hub.call
  * registered (v->yielding); when it ends, the reference is dropped. Its error
- * is raised again in L with the coroutine's traceback. */
-static void resume_task(lua_State *L, hversion *v, lua_State *co, int co_ref, int nargs) {
+ * is raised again in L with the coroutine's traceback. For an on_call
+ * (iv->is_call) the first result becomes iv->reply, and a wait is marked as
+ * the call's, still answering iv->answer. */
+/* Copies an on_call's reply, the first of the nres results on co's stack
+ * (a string, or a number as its tostring), into iv->reply; raises in L if
+ * it is anything else. L's stack is left as it was. */
+static void take_reply(lua_State *L, invocation *iv, lua_State *co, int nres) {
+    if (nres == 0) {
+        lua_pushnil(L);
+    } else {
+        lua_pop(co, nres - 1);
+        lua_xmove(co, L, 1);
+    }
+    int t = lua_type(L, -1);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER)
+        luaL_error(L, "on_call returned %s, expected a string or a number", luaL_typename(L, -1));
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n); /* a number becomes its tostring */
+    if (!(iv->reply = malloc(n + 1))) luaL_error(L, "not enough memory for the reply");
+    memcpy(iv->reply, s, n);
+    iv->reply[n] = '\0';
+    iv->rlen = n;
+    lua_pop(L, 1);
+}
+
+static void resume_task(lua_State *L, hversion *v, invocation *iv, lua_State *co, int co_ref, int nargs) {
     int nres = 0;
     lua_State *outer = v->running;
     v->yielding = NULL;
@@ -170,10 +197,13 @@ static void resume_task(lua_State *L, hversion *v, lua_State *co, int co_ref, in
             co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         }
         hubmod_wait_anchor(w, co_ref);
+        if (iv->is_call) hubmod_wait_call(w, iv->answer);
+        iv->pending = w;
         return;
     }
     if (co_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, co_ref);
     if (st == LUA_OK) {
+        if (iv->is_call) take_reply(L, iv, co, nres);
         /* A coroutine that returned can run a new function: keep one for the
          * next task instead of allocating a thread per event. co is at the
          * top of L (run_task and INV_RESUME both leave it there). */
@@ -191,7 +221,7 @@ static void resume_task(lua_State *L, hversion *v, lua_State *co, int co_ref, in
 
 /* Runs the function below nargs arguments at the top of L in a coroutine:
  * the idle one kept by resume_task if there is one, else a new one. */
-static void run_task(lua_State *L, hversion *v, int nargs) {
+static void run_task(lua_State *L, hversion *v, invocation *iv, int nargs) {
     lua_State *co;
     if (v->ref_idle_co != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, v->ref_idle_co);
@@ -203,7 +233,7 @@ static void run_task(lua_State *L, hversion *v, int nargs) {
     }
     lua_insert(L, -(nargs + 2)); /* co below the function and its arguments */
     lua_xmove(L, co, nargs + 1);
-    resume_task(L, v, co, LUA_NOREF, nargs);
+    resume_task(L, v, iv, co, LUA_NOREF, nargs);
 }
 
 /* The body every invocation runs in protected mode. */
@@ -224,12 +254,12 @@ static int inv_body(lua_State *L) {
         const hevent *e = iv->ev;
         lua_rawgeti(L, LUA_REGISTRYINDEX, v->ref_on_event);
         push_ev(L, e->chan, e->clen, e->msg, e->mlen, e->pattern, e->plen, e->id, e->time_ms);
-        run_task(L, v, 1);
+        run_task(L, v, iv, 1);
         return 0;
     }
     case INV_TASK:
         lua_rawgeti(L, LUA_REGISTRYINDEX, iv->ref);
-        run_task(L, v, 0);
+        run_task(L, v, iv, 0);
         return 0;
     case INV_RESUME: {
         lua_rawgeti(L, LUA_REGISTRYINDEX, iv->co_ref);
@@ -245,25 +275,13 @@ static int inv_body(lua_State *L) {
         }
         if (!lua_checkstack(co, n)) return luaL_error(L, "not enough memory");
         lua_xmove(L, co, n);
-        resume_task(L, v, co, iv->co_ref, n);
+        resume_task(L, v, iv, co, iv->co_ref, n);
         return 0;
     }
     case INV_CALL: {
         lua_rawgeti(L, LUA_REGISTRYINDEX, v->ref_on_call);
         push_ev(L, iv->name, iv->nlen, iv->data, iv->dlen, NULL, 0, iv->id, iv->time_ms);
-        lua_call(L, 1, 1);
-        int t = lua_type(L, -1);
-        if (t != LUA_TSTRING && t != LUA_TNUMBER) {
-            lua_pushfstring(L, "on_call returned %s, expected a string or a number", luaL_typename(L, -1));
-            return lua_error(L);
-        }
-        size_t n;
-        const char *s = lua_tolstring(L, -1, &n); /* a number becomes its tostring */
-        iv->reply = malloc(n + 1);
-        if (!iv->reply) return luaL_error(L, "not enough memory for the reply");
-        memcpy(iv->reply, s, n);
-        iv->reply[n] = '\0';
-        iv->rlen = n;
+        run_task(L, v, iv, 1);
         return 0;
     }
     case INV_REF:
@@ -577,12 +595,16 @@ int hversion_event(hversion *v, const hevent *e, char **err) {
 }
 
 int hversion_call(hversion *v, const char *name, size_t nlen, const char *data, size_t dlen, uint64_t id,
-                  double time_ms, char **reply, size_t *rlen, char **err) {
+                  double time_ms, char **reply, size_t *rlen, char **err, hwait **pending) {
     invocation iv = {.kind = INV_CALL, .name = name, .nlen = nlen, .data = data, .dlen = dlen, .id = id,
-                     .time_ms = time_ms};
+                     .time_ms = time_ms, .is_call = 1};
     if (inv_run(v, &iv, 0, err)) {
         free(iv.reply);
         return -1;
+    }
+    if (iv.pending) {
+        *pending = iv.pending;
+        return 1;
     }
     *reply = iv.reply;
     *rlen = iv.rlen;
@@ -594,9 +616,18 @@ int hversion_run_ref(hversion *v, int ref, char **err) {
     return inv_run(v, &iv, 0, err);
 }
 
-int hversion_resume(hversion *v, int co_ref, int ok, const char *p, size_t n, char **err) {
-    invocation iv = {.kind = INV_RESUME, .co_ref = co_ref, .ok = ok, .arg = p, .alen = n};
-    return inv_run(v, &iv, 0, err);
+int hversion_resume(hversion *v, int co_ref, int ok, const char *p, size_t n, int is_call, uint64_t answer,
+                    char **reply, size_t *rlen, char **err) {
+    invocation iv = {.kind = INV_RESUME, .co_ref = co_ref, .ok = ok, .arg = p, .alen = n, .is_call = is_call,
+                     .answer = answer};
+    if (inv_run(v, &iv, 0, err)) {
+        free(iv.reply);
+        return -1;
+    }
+    if (iv.pending) return 1;
+    *reply = iv.reply;
+    *rlen = iv.rlen;
+    return 0;
 }
 
 int hversion_replaced(hversion *v, const char *name, size_t len, char **err) {

@@ -68,7 +68,7 @@ typedef struct hversion {
     sandbox_opts sb;
     char *lib_path;
     int closing;             /* lua_close in progress: the hub module refuses work */
-    /* on_event and timers run as coroutines so hub.call can wait (hubmod.c) */
+    /* on_event, on_call and timers run as coroutines so hub.call can wait (hubmod.c) */
     lua_State *running;      /* the callback coroutine being resumed, or NULL */
     hwait *yielding;         /* set by hub.call just before it yields */
     hwait *waits;            /* coroutines waiting for a reply */
@@ -104,10 +104,12 @@ int hversion_handover(hversion *nv, hversion *old, char **err);
  * with *err. */
 int hversion_event(hversion *v, const hevent *e, char **err);
 
-/* Runs on_call(ev) for HUB.CALL. Returns 0 with the reply (malloc'd) in
- * *reply / *rlen, or -1 with *err. */
+/* Runs on_call(ev) for a call, in a coroutine as on_event. Returns 0 with
+ * the reply (malloc'd) in *reply / *rlen, -1 with *err, or 1 if on_call
+ * waits in hub.call: *pending is its wait, and the caller names the request
+ * the reply will answer with hubmod_wait_call (hubmod.h). */
 int hversion_call(hversion *v, const char *name, size_t nlen, const char *data, size_t dlen, uint64_t id,
-                  double time_ms, char **reply, size_t *rlen, char **err);
+                  double time_ms, char **reply, size_t *rlen, char **err, hwait **pending);
 
 /* Runs on_replaced(name), if the version has one: another listener (a
  * client's HUB.LISTEN) took over one of its listen names. Returns 0, or -1
@@ -119,9 +121,12 @@ int hversion_replaced(hversion *v, const char *name, size_t len, char **err);
 int hversion_run_ref(hversion *v, int ref, char **err);
 
 /* Resumes the coroutine at registry slot co_ref, waiting in hub.call, with
- * its result: the reply (ok) or nil and the error message. Returns 0, or -1
- * with *err (the callback's error). */
-int hversion_resume(hversion *v, int co_ref, int ok, const char *p, size_t n, char **err);
+ * its result: the reply (ok) or nil and the error message. Returns 0 when
+ * the callback has finished (an on_call's, is_call, with its reply in
+ * *reply / *rlen), 1 if it waits in hub.call again (an on_call's wait keeps
+ * answering `answer`), or -1 with *err (the callback's error). */
+int hversion_resume(hversion *v, int co_ref, int ok, const char *p, size_t n, int is_call, uint64_t answer,
+                    char **reply, size_t *rlen, char **err);
 
 /* Stops the version's timers and closes its state (finalizers run under the
  * instruction budget, with the hub module disabled). NULL is allowed. */

@@ -98,10 +98,12 @@ void handler_error(handler *h, const char *what, const char *err);
 /* A log line from handler code (hub.log, print), rate-limited per handler. */
 void handler_log(handler *h, int level, const char *msg, size_t len);
 
-/* Runs h's on_call for HUB.CALL. Returns 0 with a malloc'd reply, or -1
- * with a malloc'd error (message, then traceback). */
+/* Runs h's on_call for a call. Returns 0 with a malloc'd reply, -1 with a
+ * malloc'd error (message, then traceback), or 1 if on_call waits in
+ * hub.call: the caller then names, with hubmod_wait_call(*pending, id), the
+ * request (unicast.h) that gets the reply or error when it finishes. */
 int handler_call(handler *h, const char *name, size_t nlen, const char *data, size_t dlen, char **reply,
-                 size_t *rlen, char **err);
+                 size_t *rlen, char **err, hwait **pending);
 
 /* Tells h that a newer listener took over its listen name: runs its
  * optional on_replaced(name); an error is recorded like any other. */

@@ -6,6 +6,7 @@
 #include <ev.h>
 #include <lauxlib.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -217,11 +218,14 @@ static int hub_now(lua_State *L) {
 
 /*---- hub.call -------------------------------------------------------------------------*/
 
-/* A callback coroutine waiting in hub.call for a client listener's reply. */
+/* A callback coroutine waiting in hub.call for a reply: a client listener's,
+ * or a Lua listener's on_call that waits itself. */
 struct hwait {
     hversion *v;
-    uint64_t req_id;
+    uint64_t req_id;        /* the request it waits for (unicast.h) */
     int co_ref;             /* the coroutine in the registry, once it has yielded */
+    int is_call;            /* the coroutine is an on_call: its result answers `answer` */
+    uint64_t answer;        /* that request (unicast_complete), 0 if nobody waits for it */
     hwait *prev, *next;     /* v->waits */
 };
 
@@ -235,30 +239,59 @@ static void wait_unlink(hwait *w) {
 
 void hubmod_wait_anchor(hwait *w, int co_ref) { w->co_ref = co_ref; }
 
+void hubmod_wait_call(hwait *w, uint64_t answer) {
+    w->is_call = 1;
+    w->answer = answer;
+}
+
+/* Answers the caller of an on_call (nothing if nobody waits for it). */
+static void answer_call(hversion *v, uint64_t answer, int ok, const char *p, size_t n) {
+    if (answer) unicast_complete(v->h->rt->hub, answer, ok, p, n);
+}
+
 void hubmod_close_waits(hversion *v) {
     while (v->waits) {
         hwait *w = v->waits;
         unicast_forget(v->h->rt->hub, w->req_id);
+        if (w->is_call) {
+            char msg[300];
+            int n = snprintf(msg, sizeof msg, "handler '%.200s' was unloaded before on_call answered", v->h->name);
+            answer_call(v, w->answer, 0, msg, (size_t)n);
+        }
         wait_unlink(w);
         free(w);
     }
 }
 
-/* The request's outcome (unicast_done_fn): resumes the coroutine. */
+/* The request's outcome (unicast_done_fn): resumes the coroutine; when an
+ * on_call's coroutine finishes, its reply or error answers its caller. */
 static void wait_done(void *ctx, int ok, const char *p, size_t n) {
     hwait *w = ctx;
     hversion *v = w->v;
-    int ref = w->co_ref;
+    int ref = w->co_ref, is_call = w->is_call;
+    uint64_t answer = w->answer;
     wait_unlink(w);
     free(w);
     if (ref != LUA_NOREF) {
-        char *err = NULL;
-        if (hversion_resume(v, ref, ok, p, n, &err)) {
-            handler_error(v->h, "callback after hub.call", err);
-            free(err);
+        char *reply = NULL, *err = NULL;
+        size_t rlen = 0;
+        int rc = hversion_resume(v, ref, ok, p, n, is_call, answer, &reply, &rlen, &err);
+        if (rc < 0) {
+            handler_error(v->h, is_call ? "on_call" : "callback after hub.call", err);
+            if (is_call) answer_call(v, answer, 0, err ? err : "out of memory", err ? herr_msglen(err) : 13);
+        } else if (rc == 0 && is_call) {
+            answer_call(v, answer, 1, reply, rlen);
         }
+        free(reply);
+        free(err);
     }
     handler_drained(v); /* a retired version closes with its last waiter */
+}
+
+static int call_fail(lua_State *L, const char *msg) {
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
 }
 
 static int push_lstring(lua_State *L) {
@@ -277,10 +310,29 @@ static void push_owned(lua_State *L, char *p, size_t n) {
     if (rc != LUA_OK) lua_error(L);
 }
 
-static int call_fail(lua_State *L, const char *msg) {
-    lua_pushnil(L);
-    lua_pushstring(L, msg);
-    return 2;
+/* Suspends the calling coroutine until a reply comes: from client listener
+ * l, or (l NULL) from `callee`, a Lua listener's on_call that waits itself. */
+static int wait_reply(lua_State *L, hversion *v, conn *l, const char *name, size_t nlen, const char *data,
+                      size_t dlen, long long timeout, hwait *callee) {
+    if (L != v->running)
+        return call_fail(L, "hub.call: a listener that waits can only be waited for in on_event, on_call or a "
+                            "timer callback");
+    hwait *w = calloc(1, sizeof *w);
+    if (!w) return luaL_error(L, "hub.call: out of memory");
+    w->v = v;
+    w->co_ref = LUA_NOREF;
+    w->req_id = unicast_request(v->h->rt->hub, l, name, nlen, data, dlen, timeout, wait_done, w);
+    if (!w->req_id) {
+        free(w);
+        return luaL_error(L, "hub.call: out of memory");
+    }
+    if (callee) hubmod_wait_call(callee, w->req_id);
+    w->next = v->waits;
+    if (v->waits) v->waits->prev = w;
+    v->waits = w;
+    v->nwaits++;
+    v->yielding = w;
+    return lua_yield(L, 0);
 }
 
 static int hub_call(lua_State *L) {
@@ -303,39 +355,24 @@ static int hub_call(lua_State *L) {
         lua_pushfstring(L, "no listener for '%s'", name);
         return 2;
     }
-    if (l->kind == LISTENER_HANDLER) {
-        handler *t = l->owner;
-        if (t == v->h || (t->cur && t->cur->active))
-            return call_fail(L, "hub.call: call cycle (the listener's handler is already running)");
-        lua_checkstack(L, 4); /* room for the results before anything is allocated outside Lua */
-        char *reply = NULL, *err = NULL;
-        size_t rlen = 0;
-        if (handler_call(t, name, nlen, data, dlen, &reply, &rlen, &err)) {
-            lua_pushnil(L);
-            if (!err) lua_pushliteral(L, "out of memory"); /* nothing to free if this raises */
-            else push_owned(L, err, herr_msglen(err));
-            return 2;
-        }
-        push_owned(L, reply, rlen);
-        return 1;
+    if (l->kind == LISTENER_CONN) return wait_reply(L, v, l->owner, name, nlen, data, dlen, timeout, NULL);
+    handler *t = l->owner;
+    if (t == v->h || (t->cur && t->cur->active))
+        return call_fail(L, "hub.call: call cycle (the listener's handler is already running)");
+    lua_checkstack(L, 4); /* room for the results before anything is allocated outside Lua */
+    char *reply = NULL, *err = NULL;
+    size_t rlen = 0;
+    hwait *pending = NULL;
+    int rc = handler_call(t, name, nlen, data, dlen, &reply, &rlen, &err, &pending);
+    if (rc == 1) return wait_reply(L, v, NULL, name, nlen, data, dlen, timeout, pending);
+    if (rc < 0) {
+        lua_pushnil(L);
+        if (!err) lua_pushliteral(L, "out of memory"); /* nothing to free if this raises */
+        else push_owned(L, err, herr_msglen(err));
+        return 2;
     }
-    if (L != v->running)
-        return call_fail(L, "hub.call: a client listener can only be waited for in on_event or a timer callback");
-    hwait *w = calloc(1, sizeof *w);
-    if (!w) return luaL_error(L, "hub.call: out of memory");
-    w->v = v;
-    w->co_ref = LUA_NOREF;
-    w->req_id = unicast_request(rt->hub, l->owner, name, nlen, data, dlen, timeout, wait_done, w);
-    if (!w->req_id) {
-        free(w);
-        return luaL_error(L, "hub.call: out of memory");
-    }
-    w->next = v->waits;
-    if (v->waits) v->waits->prev = w;
-    v->waits = w;
-    v->nwaits++;
-    v->yielding = w;
-    return lua_yield(L, 0);
+    push_owned(L, reply, rlen);
+    return 1;
 }
 
 int luaopen_hub(lua_State *L) {

@@ -30,19 +30,26 @@ int luaopen_hub(lua_State *L);
  * before v's state is closed. */
 void hubmod_close_timers(hversion *v);
 
-/* hub.call(name, data [, timeout_ms]) -> reply | nil, err. A Lua listener
- * answers at once (another handler's on_call). A client listener's reply is
- * waited for without blocking the hub: on_event and timer callbacks run as
- * coroutines, and hub.call suspends the calling one until the reply, the
- * error, the timeout (call-timeout by default) or the listener's disconnect.
- * Only those callbacks can wait: elsewhere (on_call, on_reload, inside a
- * coroutine of the handler's own) calling a client listener returns nil and
- * an error, and so does a call back into a handler that is already running
- * (a cycle). */
+/* hub.call(name, data [, timeout_ms]) -> reply | nil, err. The reply is
+ * waited for without blocking the hub: on_event, on_call and timer
+ * callbacks run as coroutines, and hub.call suspends the calling one until
+ * the reply, the error, the timeout (call-timeout by default) or the
+ * listener's disconnect. A Lua listener answers at once unless its own
+ * on_call waits in hub.call; its caller (a coroutine, or a client's
+ * HUB.CALL) then waits for it in turn, and gets its reply or error when it
+ * finishes. Only those callbacks can wait: elsewhere (on_reload, inside a
+ * coroutine of the handler's own) a call that would wait returns nil and an
+ * error, and so does a call back into a handler that is already running (a
+ * cycle). */
 
 /* Records the registry slot of the coroutine waiting in w (handler_lua.c,
  * once the coroutine has yielded). */
 void hubmod_wait_anchor(hwait *w, int co_ref);
+
+/* Marks w as the wait of an on_call coroutine whose result answers request
+ * `answer` (unicast_complete; 0: nobody waits for it, the result is
+ * dropped). */
+void hubmod_wait_call(hwait *w, uint64_t answer);
 
 /* Forgets every coroutine of v waiting in hub.call (their replies will be
  * dropped). Called before v's state is closed: at unload or shutdown (a

@@ -43,7 +43,7 @@ typedef struct ureq {
     UT_hash_handle hh;      /* u->reqs, by id */
     uint64_t id;
     uint64_t caller_id;     /* the calling connection's id; 0: a Lua caller, or the caller is gone */
-    conn *listener;         /* removed from the table before it is freed */
+    conn *listener;         /* NULL: a Lua listener's on_call, answered by unicast_complete */
     struct ureq *lprev, *lnext; /* the listener's ucli->delivered */
     struct ureq *cnext;     /* the caller's ucli->calls, in request order */
     int answered;           /* a client caller's call, completed out of turn: */
@@ -159,7 +159,7 @@ static void req_detach(ureq *r) {
     unicast *u = r->u;
     ev_timer_stop(u->h->loop, &r->timer);
     HASH_DEL(u->reqs, r);
-    ucli *l = cli_find(u, r->listener->id);
+    ucli *l = r->listener ? cli_find(u, r->listener->id) : NULL;
     if (r->lprev) r->lprev->lnext = r->lnext;
     else if (l) l->delivered = r->lnext;
     if (r->lnext) r->lnext->lprev = r->lprev;
@@ -303,12 +303,12 @@ static void req_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     req_complete(w->data, OUT_TIMEOUT, NULL, 0);
 }
 
-/* Creates request and delivers it to listener l. Returns it, or NULL if out
- * of memory. */
+/* Creates request and delivers it to listener l, or (l NULL) only records
+ * it for unicast_complete. Returns it, or NULL if out of memory. */
 static ureq *req_send(unicast *u, conn *l, const char *name, size_t nlen, const char *p, size_t n,
                       long long timeout_ms) {
-    ucli *lk = cli_get(u, l);
-    ureq *r = lk ? malloc(sizeof *r + nlen + 1) : NULL;
+    ucli *lk = l ? cli_get(u, l) : NULL;
+    ureq *r = lk || !l ? malloc(sizeof *r + nlen + 1) : NULL;
     if (!r) return NULL;
     memset(r, 0, sizeof *r);
     r->id = ++u->seq;
@@ -319,15 +319,16 @@ static ureq *req_send(unicast *u, conn *l, const char *name, size_t nlen, const 
     memcpy(r->name, name, nlen);
     r->name[nlen] = '\0';
     HASH_ADD(hh, u->reqs, id, sizeof r->id, r);
-    r->lnext = lk->delivered;
-    if (lk->delivered) lk->delivered->lprev = r;
-    lk->delivered = r;
     ev_timer_init(&r->timer, req_timeout_cb, (double)r->timeout_ms / 1000.0, 0.0);
     r->timer.data = r;
     if (r->timeout_ms > 0) {
         ev_now_update(u->h->loop);
         ev_timer_start(u->h->loop, &r->timer);
     }
+    if (!l) return r;
+    r->lnext = lk->delivered;
+    if (lk->delivered) lk->delivered->lprev = r;
+    lk->delivered = r;
     char idbuf[24];
     int idlen = snprintf(idbuf, sizeof idbuf, "%llu", (unsigned long long)r->id);
     reply_push(l, 4);
@@ -338,18 +339,18 @@ static ureq *req_send(unicast *u, conn *l, const char *name, size_t nlen, const 
     return r;
 }
 
-void unicast_call(conn *c, conn *l, const hstr *name, const hstr *payload, long long timeout_ms) {
+uint64_t unicast_call(conn *c, conn *l, const hstr *name, const hstr *payload, long long timeout_ms) {
     unicast *u = c->hub->unicast;
     ucli *k = u ? cli_get(u, c) : NULL;
     size_t size = sizeof(ureq) + name->len;
-    if (k && cli_charge(k, size, "call records") < 0) return;
+    if (k && cli_charge(k, size, "call records") < 0) return 0;
     ureq *r = k ? req_send(u, l, name->p, name->len, payload->p, payload->len, timeout_ms) : NULL;
     if (!r) {
         if (k) k->held_bytes -= size;
         /* an error now would overtake the replies of earlier calls */
         if (k && k->ncalls) conn_close(c, "out of memory for a call");
         else reply_error(c, "ERR out of memory");
-        return;
+        return 0;
     }
     r->caller_id = c->id;
     if (k->calls_tail) k->calls_tail->cnext = r;
@@ -357,6 +358,7 @@ void unicast_call(conn *c, conn *l, const hstr *name, const hstr *payload, long 
     k->calls_tail = r;
     k->ncalls++;
     c->flags |= CONN_BLOCKED;
+    return r->id;
 }
 
 uint64_t unicast_request(hub *h, conn *l, const char *name, size_t nlen, const char *p, size_t n,
@@ -366,6 +368,12 @@ uint64_t unicast_request(hub *h, conn *l, const char *name, size_t nlen, const c
     r->done = done;
     r->done_ctx = ctx;
     return r->id;
+}
+
+void unicast_complete(hub *h, uint64_t id, int ok, const char *p, size_t n) {
+    ureq *r = NULL;
+    if (h->unicast) HASH_FIND(hh, h->unicast->reqs, &id, sizeof id, r);
+    if (r && !r->listener) req_complete(r, ok ? OUT_REPLY : OUT_ERROR, p, n);
 }
 
 void unicast_forget(hub *h, uint64_t id) {

@@ -66,21 +66,29 @@ void unicast_reset(conn *c);
  * HUB.CALL then reaches unicast_call even while c has calls outstanding). */
 int unicast_hold(conn *c, int argc, const hstr *argv);
 
-/* The remote half of HUB.CALL: sends the request to listener l and adds it
- * to the caller c's outstanding calls (c is blocked until they are answered).
- * timeout_ms < 0 means the call-timeout option; 0 none. */
-void unicast_call(conn *c, conn *l, const hstr *name, const hstr *payload, long long timeout_ms);
+/* The waiting half of HUB.CALL: sends the request to client listener l and
+ * adds it to the caller c's outstanding calls (c is blocked until they are
+ * answered). With l NULL nothing is sent: the call is a Lua listener's
+ * on_call that waits in hub.call itself, answered by unicast_complete.
+ * timeout_ms < 0 means the call-timeout option; 0 none. Returns the
+ * request id, or 0 if it could not be made (c was answered or closed). */
+uint64_t unicast_call(conn *c, conn *l, const hstr *name, const hstr *payload, long long timeout_ms);
 
 /* hub.call from Lua: the result of a request, ok with the reply, or not ok
  * with the error message ("timeout: ...", "listener for 'x' disconnected",
  * or the listener's HUB.ERROR message). */
 typedef void (*unicast_done_fn)(void *ctx, int ok, const char *p, size_t n);
 
-/* Sends a request with no calling connection to listener l; done(ctx, ...)
- * is called once, later, from the loop (never inside this call), unless the
- * request is forgotten first. Returns the request id, or 0 if out of memory. */
+/* Sends a request with no calling connection to listener l (NULL: as for
+ * unicast_call); done(ctx, ...) is called once, later, from the loop (never
+ * inside this call), unless the request is forgotten first. Returns the
+ * request id, or 0 if out of memory. */
 uint64_t unicast_request(hub *h, conn *l, const char *name, size_t nlen, const char *p, size_t n,
                          long long timeout_ms, unicast_done_fn done, void *ctx);
+
+/* Answers request id made with no client listener: the reply (ok) or the
+ * error message. Unknown ids (timed out, caller gone) are ignored. */
+void unicast_complete(hub *h, uint64_t id, int ok, const char *p, size_t n);
 
 /* Drops the callback of request id (its waiter is gone); the listener's reply
  * is then accepted and dropped. */

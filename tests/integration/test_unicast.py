@@ -430,13 +430,126 @@ def test_lua_hub_call_reaches_lua_listeners_at_once(lua_hub):
     assert watcher.read_reply()[2].startswith(b"err:hub.call: call cycle")
 
 
-def test_lua_on_call_cannot_wait_for_a_remote_listener(lua_hub):
+WAITER = """
+local hub = require("hub")
+return {
+  listen = { "waiter.v1" },
+  on_call = function(ev)
+    local r, err = hub.call("svc", ev.data)
+    if ev.data == "boom" then error("waiter: boom after the reply", 0) end
+    return "w" .. hub.version .. ":" .. (r or err)
+  end,
+}
+"""
+
+
+def handlers_of(c):
+    out = {}
+    for flat in c.call("HUB.HANDLERS"):
+        d = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+        out[d["name"].decode()] = d
+    return out
+
+
+def test_lua_on_call_waits_for_a_remote_listener_and_its_caller_waits_for_it(lua_hub):
+    """HUB.CALL asker.direct runs asker's on_call, which calls the client
+    listener svc: the caller is blocked (flag b) until svc answers and
+    on_call returns; meanwhile the hub, and another on_call of the same
+    handler, go on."""
     server = lua_hub()
+    lis, caller, other, probe = server.raw(), server.raw(), server.raw(), server.raw()
+    listen(lis, "svc")
+    cid = caller.call("CLIENT", "ID")
+    caller.send_command("HUB.CALL", "asker.direct", "x")
+    caller.send_command("PING")                       # held behind the call, in order
+    rid, payload = take_request(lis)
+    assert payload == b"x"
+    assert client_flags(probe, cid) == b"b"
+    other.send_command("HUB.CALL", "asker.direct", "y")
+    rid2, payload2 = take_request(lis)                # a second on_call waits at the same time
+    assert payload2 == b"y"
+    assert lis.call("HUB.ERROR", rid2, "no") == Status(b"OK")
+    assert other.read_reply() == b"err:no"
+    assert lis.call("HUB.REPLY", rid, "X") == Status(b"OK")
+    assert caller.read_reply() == b"X"
+    assert caller.read_reply() == Status(b"PONG")
+    assert client_flags(probe, cid) == b"N"
+    h = handlers_of(probe)["asker"]
+    assert (h["calls"], h["errors"]) == (2, 0)
+
+
+def test_a_waiting_on_call_error_timeout_and_unload_answer_the_caller(lua_hub, tmp_path):
+    server = lua_hub(waiter=WAITER)
+    lis, caller, probe = server.raw(), server.raw(), server.raw()
+    listen(lis, "svc")
+    caller.send_command("HUB.CALL", "waiter.v1", "boom")
+    rid, _ = take_request(lis)
+    lis.call("HUB.REPLY", rid, "ignored")
+    assert caller.read_reply() == Error(b"ERR waiter: boom after the reply")
+    assert handlers_of(probe)["waiter"]["errors"] == 1
+    caller.send_command("HUB.CALL", "waiter.v1", "slow", "100")    # the caller's own timeout
+    rid, _ = take_request(lis)
+    assert caller.read_reply(timeout=5) == Error(b"TIMEOUT no reply from 'waiter.v1' within 100 ms")
+    assert lis.call("HUB.REPLY", rid, "late") == Status(b"OK")     # on_call finishes; its reply is dropped
+    assert caller.call("PING") == Status(b"PONG")
+    caller.send_command("HUB.CALL", "waiter.v1", "z")
+    take_request(lis)
+    os.unlink(str(tmp_path / "handlers" / "waiter.lua"))
+    assert probe.call("HUB.RELOAD", "waiter") == [b"waiter: unloaded"]
+    assert caller.read_reply() == Error(b"ERR handler 'waiter' was unloaded before on_call answered")
+    assert caller.call("HUB.CALL", "waiter.v1", "x") == Error(b"ERR no listener for 'waiter.v1'")
+    assert handlers_of(probe)["asker"]["errors"] == 0
+
+
+def test_lua_to_a_waiting_lua_listener_to_a_remote_one_and_back(lua_hub):
+    """asker's on_event calls waiter (Lua), whose on_call calls svc (a
+    client): each waits for the next, and the reply comes back the chain."""
+    server = lua_hub(waiter=WAITER)
+    lis, watcher, pub = server.raw(), server.raw(), server.raw()
+    listen(lis, "svc")
+    watcher.call("SUBSCRIBE", "answer")
+    pub.call("PUBLISH", "ask.waiter.v1", "q")
+    rid, payload = take_request(lis)
+    assert payload == b"q"
+    lis.call("HUB.REPLY", rid, "R")
+    assert watcher.read_reply()[2] == b"ok:w1:R"
+    pub.call("PUBLISH", "ask.waiter.v1", "boom")
+    rid, _ = take_request(lis)
+    lis.call("HUB.REPLY", rid, "R")
+    assert watcher.read_reply()[2] == b"err:waiter: boom after the reply"
+
+
+def test_a_reloaded_listener_answers_a_waiting_call_from_its_old_version(lua_hub, tmp_path):
+    server = lua_hub(waiter=WAITER)
+    lis, caller, probe = server.raw(), server.raw(), server.raw()
+    listen(lis, "svc")
+    caller.send_command("HUB.CALL", "waiter.v1", "a")
+    rid, _ = take_request(lis)
+    assert probe.call("HUB.RELOAD", "waiter", "FORCE") == [b"waiter: reloaded v2"]
+    assert handlers_of(probe)["waiter"]["draining"] == 1
+    lis.call("HUB.REPLY", rid, "A")
+    assert caller.read_reply() == b"w1:A"                          # v1 finished what it started
+    assert handlers_of(probe)["waiter"]["draining"] == 0
+    caller.send_command("HUB.CALL", "waiter.v1", "b")
+    rid, _ = take_request(lis)
+    lis.call("HUB.REPLY", rid, "B")
+    assert caller.read_reply() == b"w2:B"
+
+
+def test_a_waiting_listener_cannot_be_waited_for_outside_callbacks(lua_hub):
+    server = lua_hub(waiter=WAITER, reloader="""
+local hub = require("hub")
+return { on_reload = function() end, listen = { "r" }, on_call = function()
+  local co = coroutine.wrap(function() return hub.call("waiter.v1", "x") end)
+  local r, err = co()
+  return tostring(r) .. "|" .. tostring(err)
+end }
+""")
     lis, caller = server.raw(), server.raw()
     listen(lis, "svc")
-    reply = caller.call("HUB.CALL", "asker.direct", "x")
-    assert reply.startswith(b"err:hub.call: a client listener can only be waited for")
-    lis.assert_no_data(0.05)
+    assert caller.call("HUB.CALL", "r", "") == (
+        b"nil|hub.call: a listener that waits can only be waited for in on_event, on_call or a timer callback")
+    take_request(lis)           # waiter's on_call did start; its result is dropped
 
 
 DRAINER = """
@@ -863,9 +976,11 @@ def test_client_list_shows_flag_b_while_blocked_on_a_call(server):
     caller.send_command("HUB.CALL", "svc", "x")
     rid, _ = take_request(lis)
     assert client_flags(probe, cid) == b"b"
+    assert b"\r\nblocked_clients:1\r\n" in probe.call("INFO", "clients")
     lis.call("HUB.REPLY", rid, "X")
     assert caller.read_reply() == b"X"
     assert client_flags(probe, cid) == b"N"
+    assert b"\r\nblocked_clients:0\r\n" in probe.call("INFO", "clients")
     assert b" flags=N " in caller.call("CLIENT", "INFO")
     # a RESP3 subscriber may call too: P and b, in Redis's order
     caller.call("HELLO", "3")
