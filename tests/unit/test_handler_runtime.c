@@ -193,12 +193,14 @@ TEST(memory_cap_holds_and_the_state_survives) {
     handler *h = find("hog");
     char *reply = NULL, *err = NULL;
     size_t rlen;
-    CHECK(handler_call(h, "hog", 3, "", 0, &reply, &rlen, &err) == -1);
+    hwait *pending = NULL;
+    CHECK(handler_call(h, "hog", 3, "", 0, &reply, &rlen, &err, &pending) == -1);
     CHECK(err && strstr(err, "not enough memory"));
     CHECK(h->cur->mem_used <= h->cur->mem_limit);
     free(err);
     err = NULL;
-    CHECK(handler_call(h, "ok", 2, "", 0, &reply, &rlen, &err) == 0);
+    CHECK(handler_call(h, "ok", 2, "", 0, &reply, &rlen, &err, &pending) == 0);
+    CHECK(pending == NULL);
     CHECK(reply && strcmp(reply, "ok") == 0);
     free(reply);
     CHECK(h->errors == 1);
@@ -215,7 +217,8 @@ TEST(instruction_budget_stops_loops_even_under_pcall) {
     for (int i = 0; i < 2; i++) {
         char *reply = NULL, *err = NULL;
         size_t rlen;
-        CHECK(handler_call(h, i ? "b" : "a", 1, "", 0, &reply, &rlen, &err) == -1);
+        hwait *pending = NULL;
+        CHECK(handler_call(h, i ? "b" : "a", 1, "", 0, &reply, &rlen, &err, &pending) == -1);
         CHECKF(err && strstr(err, "spin.lua:") && strstr(err, "instruction limit exceeded"), "%s", err);
         free(err);
     }
