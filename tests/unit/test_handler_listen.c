@@ -50,8 +50,10 @@ TEST(fallback_to_the_most_recent_earlier_registration) {
     listen_add(r, "x", 1, LISTENER_HANDLER, &a, NULL);
     listen_add(r, "x", 1, LISTENER_CONN, &b, NULL);
     listen_add(r, "x", 1, LISTENER_CONN, &c3, NULL);
+    CHECK(listen_depth(r, "x", 1) == 3 && listen_depth(r, "y", 1) == 0);
     CHECK(listen_remove(r, "x", 1, &b) == 1); /* not the holder: holder unchanged */
     CHECK(listen_find(r, "x", 1)->owner == &c3);
+    CHECK(listen_depth(r, "x", 1) == 2);
     CHECK(listen_remove_owner(r, &c3) == 1);
     CHECK(listen_find(r, "x", 1)->owner == &a);
     CHECK(listen_remove(r, "x", 1, &a) == 1);

@@ -77,8 +77,10 @@ TEST(refusing_members_and_the_publisher_are_skipped) {
     a.refuse = 1;
     for (int i = 0; i < 10; i++) CHECK(pub(r, NULL, "e") == 1);
     CHECK(a.got == 0 && b.got == 10);
+    CHECK(router_group_misses(r) == 0);
     for (int i = 0; i < 10; i++) CHECK(pub(r, &b.sub, "e") == 0); /* only b could, and b published */
     CHECK(b.got == 10);
+    CHECK(router_group_misses(r) == 10 && router_deliveries(r) == 10);
     router_unsubscribe_all(r, &a.sub);
     router_unsubscribe_all(r, &b.sub);
     router_free(r);
