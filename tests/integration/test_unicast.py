@@ -451,6 +451,14 @@ def handlers_of(c):
     return out
 
 
+def waiter_hub(lua_hub):
+    """A hub with WAITER, a client listening on svc, a caller and a probe."""
+    server = lua_hub(waiter=WAITER)
+    lis, caller, probe = server.raw(), server.raw(), server.raw()
+    listen(lis, "svc")
+    return server, lis, caller, probe
+
+
 def test_lua_on_call_waits_for_a_remote_listener_and_its_caller_waits_for_it(lua_hub):
     """HUB.CALL asker.direct runs asker's on_call, which calls the client
     listener svc: the caller is blocked (flag b) until svc answers and
@@ -479,9 +487,7 @@ def test_lua_on_call_waits_for_a_remote_listener_and_its_caller_waits_for_it(lua
 
 
 def test_a_waiting_on_call_error_timeout_and_unload_answer_the_caller(lua_hub, tmp_path):
-    server = lua_hub(waiter=WAITER)
-    lis, caller, probe = server.raw(), server.raw(), server.raw()
-    listen(lis, "svc")
+    server, lis, caller, probe = waiter_hub(lua_hub)
     caller.send_command("HUB.CALL", "waiter.v1", "boom")
     rid, _ = take_request(lis)
     lis.call("HUB.REPLY", rid, "ignored")
@@ -520,9 +526,7 @@ def test_lua_to_a_waiting_lua_listener_to_a_remote_one_and_back(lua_hub):
 
 
 def test_a_reloaded_listener_answers_a_waiting_call_from_its_old_version(lua_hub, tmp_path):
-    server = lua_hub(waiter=WAITER)
-    lis, caller, probe = server.raw(), server.raw(), server.raw()
-    listen(lis, "svc")
+    server, lis, caller, probe = waiter_hub(lua_hub)
     caller.send_command("HUB.CALL", "waiter.v1", "a")
     rid, _ = take_request(lis)
     assert probe.call("HUB.RELOAD", "waiter", "FORCE") == [b"waiter: reloaded v2"]
