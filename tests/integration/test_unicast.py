@@ -708,8 +708,9 @@ return {
 
 def test_shutdown_with_calls_in_flight_is_clean(lua_hub):
     """Stopping the hub with a blocked caller (a call outstanding, a later one
-    answered early, requests held behind them), a Lua callback waiting in hub.call and unanswered requests frees
-    everything (the ASan run checks for leaks and use-after-free)."""
+    answered early, requests held behind them), a Lua callback and an on_call
+    waiting in hub.call, and unanswered requests frees everything (the ASan
+    run checks for leaks and use-after-free)."""
     server = lua_hub()
     lis, caller, pub = server.raw(), server.raw(), server.raw()
     listen(lis, "svc")
@@ -719,6 +720,8 @@ def test_shutdown_with_calls_in_flight_is_clean(lua_hub):
     rid, _ = take_request(lis)
     lis.call("HUB.REPLY", rid, "kept until x is answered")
     pub.call("PUBLISH", "ask.svc", "lua")
+    take_request(lis)
+    pub.send_command("HUB.CALL", "asker.direct", "waiting on_call")   # on_call waits in hub.call
     take_request(lis)
     server.stopped = True  # on purpose, with every client still connected
     server.proc.send_signal(signal.SIGTERM)
