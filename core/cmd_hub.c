@@ -224,7 +224,6 @@ void info_handlers_section(hub *h, char *buf, size_t *len, size_t cap) {
     handlers *rt = h->handlers;
     size_t n = 0, failed = 0, queued = 0, timers = 0;
     unsigned long long events = 0, calls = 0, errors = 0, dropped = 0;
-    size_t mem = 0;
     for (handler *x = rt ? rt->by_name : NULL; x; x = x->hh.next) {
         n++;
         failed += x->cur == NULL;
@@ -233,11 +232,7 @@ void info_handlers_section(hub *h, char *buf, size_t *len, size_t cap) {
         errors += x->errors;
         dropped += x->dropped;
         queued += x->queue.count;
-        if (x->cur) {
-            timers += x->cur->ntimers;
-            mem += x->cur->mem_used;
-        }
-        for (const hversion *d = x->draining; d; d = d->retired_next) mem += d->mem_used;
+        if (x->cur) timers += x->cur->ntimers;
     }
     if (*len >= cap) return;
     int w = snprintf(buf + *len, cap - *len,
@@ -245,6 +240,6 @@ void info_handlers_section(hub *h, char *buf, size_t *len, size_t cap) {
                      "handler_calls:%llu\r\nhandler_errors:%llu\r\nhandler_dropped:%llu\r\nhandler_queued:%zu\r\n"
                      "handler_timers:%zu\r\nunicast_names:%zu\r\nunicast_pending_calls:%zu\r\nused_memory_lua:%zu\r\n\r\n",
                      n, failed, events, calls, errors, dropped, queued, timers,
-                     rt ? listen_count(rt->listeners) : (size_t)0, unicast_pending(h), mem);
+                     rt ? listen_count(rt->listeners) : (size_t)0, unicast_pending(h), rt ? handlers_memory(rt) : 0);
     if (w > 0) *len = *len + (size_t)w < cap ? *len + (size_t)w : cap - 1;
 }

@@ -24,7 +24,6 @@ static void reply_header(conn *c, char type, long long n) {
     conn_write(c, buf, (size_t)len);
 }
 
-void reply_raw(conn *c, const char *p, size_t n) { conn_write(c, p, n); }
 
 /* +s\r\n; s must not contain \r or \n. */
 void reply_status(conn *c, const char *s) {

@@ -8,7 +8,6 @@
 
 #include "conn.h"
 
-void reply_raw(conn *c, const char *p, size_t n);     /* pre-encoded bytes */
 void reply_status(conn *c, const char *s);            /* +s */
 void reply_ok(conn *c);                               /* +OK */
 /* -ERR-style error. `s` starts with its code ("ERR ...", "NOPROTO ...");
