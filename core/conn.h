@@ -31,6 +31,7 @@ enum {
     CONN_UNIX = 1 << 3,
     CONN_LISTENER = 1 << 4,      /* registered as a unicast listener (HUB.LISTEN) */
     CONN_BLOCKED = 1 << 5,       /* waiting on a HUB.CALL to a client listener (unicast.h) */
+    CONN_HOLDING = 1 << 6,       /* has requests held behind its calls (unicast.h) */
 };
 
 typedef struct obuf_block {

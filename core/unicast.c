@@ -136,6 +136,7 @@ static void held_clear(ucli *k) {
     }
     k->htail = NULL;
     k->held_bytes = 0;
+    k->c->flags &= ~CONN_HOLDING;
 }
 
 /* Counts n more bytes kept for k against client-query-buffer-limit.
@@ -423,6 +424,9 @@ static int may_run(ucli *k, int argc, const hstr *argv) {
 }
 
 int unicast_hold(conn *c, int argc, const hstr *argv) {
+    /* the flags say whether c has calls outstanding or requests held: a
+     * connection with neither (every request of most) needs no lookup */
+    if (!(c->flags & (CONN_BLOCKED | CONN_HOLDING))) return 0;
     unicast *u = c->hub->unicast;
     ucli *k = u ? cli_find(u, c->id) : NULL;
     if (!k || k->replaying || (!k->hhead && may_run(k, argc, argv))) return 0;
@@ -448,6 +452,7 @@ int unicast_hold(conn *c, int argc, const hstr *argv) {
     if (k->htail) k->htail->next = x;
     else k->hhead = x;
     k->htail = x;
+    c->flags |= CONN_HOLDING;
     return 1;
 }
 
@@ -468,7 +473,10 @@ static void replay_cb(struct ev_loop *loop, ev_idle *w, int revents) {
                may_run(k, k->hhead->argc, k->hhead->argv)) {
             held *x = k->hhead;
             k->hhead = x->next;
-            if (!k->hhead) k->htail = NULL;
+            if (!k->hhead) {
+                k->htail = NULL;
+                c->flags &= ~CONN_HOLDING;
+            }
             k->held_bytes -= x->bytes;
             k->replaying = 1;
             commands_dispatch(c, x->argc, x->argv);
