@@ -22,8 +22,10 @@ void cmd_ping(conn *c, int argc, const hstr *argv) {
         /* Redis answers a subscribed RESP2 PING in the message format. */
         reply_array(c, 2);
         reply_cstr(c, "pong");
-        if (argc == 2) reply_bulk(c, argv[1].p, argv[1].len);
-        else reply_bulk(c, "", 0);
+        if (argc == 2)
+            reply_bulk(c, argv[1].p, argv[1].len);
+        else
+            reply_bulk(c, "", 0);
     } else if (argc == 2) {
         reply_bulk(c, argv[1].p, argv[1].len);
     } else {
@@ -45,14 +47,23 @@ void cmd_quit(conn *c, int argc, const hstr *argv) {
 void cmd_select(conn *c, int argc, const hstr *argv) {
     (void)argc;
     long long db;
-    if (hstr_to_ll(&argv[1], &db)) reply_error(c, "ERR value is not an integer or out of range");
-    else if (db != 0) reply_error(c, "ERR DB index is out of range");
-    else reply_ok(c);
+    if (hstr_to_ll(&argv[1], &db))
+        reply_error(c, "ERR value is not an integer or out of range");
+    else if (db != 0)
+        reply_error(c, "ERR DB index is out of range");
+    else
+        reply_ok(c);
 }
 
 /* Sets the connection name; returns 0, or -1 after replying with Redis's
- * error for a name with spaces or special characters. */
+ * error for a name with spaces or special characters, or ours for one longer
+ * than CONN_MAX_NAME (Redis has no limit; a name is copied into every CLIENT
+ * LIST line and every "replaced" push naming its holder). */
 static int set_name(conn *c, const hstr *name) {
+    if (name->len > CONN_MAX_NAME) {
+        reply_errorf(c, "ERR Client names cannot be longer than %d bytes.", CONN_MAX_NAME);
+        return -1;
+    }
     for (size_t i = 0; i < name->len; i++) {
         if (name->p[i] < '!' || name->p[i] > '~') {
             reply_error(c, "ERR Client names cannot contain spaces, newlines or special characters.");
@@ -141,8 +152,10 @@ void cmd_client(conn *c, int argc, const hstr *argv) {
         }
         if (set_name(c, &argv[2]) == 0) reply_ok(c);
     } else if (hstr_is(sub, "getname") && argc == 2) {
-        if (c->name) reply_cstr(c, c->name);
-        else reply_null(c);
+        if (c->name)
+            reply_cstr(c, c->name);
+        else
+            reply_null(c);
     } else if (hstr_is(sub, "list")) {
         /* Filters: TYPE normal|pubsub (others match nothing), ID id [id ...]. */
         int type = 0; /* 0 any, 1 normal, 2 pubsub, 3 none */
@@ -168,13 +181,8 @@ void cmd_client(conn *c, int argc, const hstr *argv) {
             reply_error(c, "ERR syntax error");
             return;
         }
-        size_t cap = 512 * (c->hub->nconns + 1), len = 0;
-        char *buf = malloc(cap);
-        if (!buf) {
-            reply_error(c, "ERR out of memory");
-            return;
-        }
-        for (conn *o = c->hub->conns; o; o = o->next) {
+        textbuf b = {0};
+        for (conn *o = c->hub->conns; o && !b.oom; o = o->next) {
             if (o->flags & CONN_CLOSING) continue;
             if (type && type != (conn_subscriptions(o) ? 2 : 1)) continue;
             if (ids_from) {
@@ -185,29 +193,36 @@ void cmd_client(conn *c, int argc, const hstr *argv) {
                 }
                 if (!found) continue;
             }
-            int n = conn_describe(o, buf + len, cap - len - 1);
-            if (n < 0 || (size_t)n >= cap - len - 1) break;
-            len += (size_t)n;
-            buf[len++] = '\n';
+            conn_describe(o, &b);
         }
-        reply_verbatim(c, buf, len);
-        free(buf);
+        if (b.oom)
+            reply_error(c, "ERR out of memory");
+        else
+            reply_verbatim(c, b.p ? b.p : "", b.len);
+        textbuf_free(&b);
     } else if (hstr_is(sub, "info") && argc == 2) {
-        char buf[1024];
-        int n = conn_describe(c, buf, sizeof buf - 1);
-        buf[n] = '\n';
-        reply_verbatim(c, buf, (size_t)n + 1);
+        textbuf b = {0};
+        conn_describe(c, &b);
+        if (b.oom)
+            reply_error(c, "ERR out of memory");
+        else
+            reply_verbatim(c, b.p, b.len);
+        textbuf_free(&b);
     } else if (hstr_is(sub, "setinfo") && argc == 4) {
         reply_ok(c); /* accepted for client libraries that send it; not stored */
     } else if (hstr_is(sub, "help") && argc == 2) {
         static const char *help[] = {"CLIENT <subcommand> [<arg> ...]. Subcommands are:",
-                                     "ID", "GETNAME", "SETNAME <name>", "LIST", "INFO", "SETINFO <attr> <value>"};
+                                     "ID",
+                                     "GETNAME",
+                                     "SETNAME <name>",
+                                     "LIST",
+                                     "INFO",
+                                     "SETINFO <attr> <value>"};
         reply_array(c, (long)(sizeof help / sizeof help[0]));
         for (size_t i = 0; i < sizeof help / sizeof help[0]; i++) reply_status(c, help[i]);
     } else {
         int n = sub->len > 128 ? 128 : (int)sub->len;
-        reply_errorf(c, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CLIENT HELP.", n,
-                     sub->p);
+        reply_errorf(c, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CLIENT HELP.", n, sub->p);
     }
 }
 
@@ -292,9 +307,9 @@ void cmd_info(conn *c, int argc, const hstr *argv) {
                 (unsigned long long)h->stats.connections_received, (unsigned long long)h->stats.commands,
                 (unsigned long long)h->stats.net_input_bytes, (unsigned long long)h->stats.net_output_bytes,
                 (unsigned long long)h->stats.rejected_connections,
-                (unsigned long long)h->stats.output_limit_disconnections,
-                (unsigned long long)h->stats.protocol_errors, router_channel_count(h->router),
-                router_pattern_count(h->router), (unsigned long long)router_events_published(h->router),
+                (unsigned long long)h->stats.output_limit_disconnections, (unsigned long long)h->stats.protocol_errors,
+                router_channel_count(h->router), router_pattern_count(h->router),
+                (unsigned long long)router_events_published(h->router),
                 (unsigned long long)router_deliveries(h->router));
     }
     if (want(argc, argv, "handlers", 1)) info_handlers_section(h, buf, &len, cap);
@@ -340,14 +355,16 @@ void cmd_command(conn *c, int argc, const hstr *argv) {
             const command *found = NULL;
             for (size_t i = 0; i < n; i++)
                 if (hstr_is(&argv[a], t[i].name)) found = &t[i];
-            if (found) reply_command_info(c, found);
-            else reply_null_array(c);
+            if (found)
+                reply_command_info(c, found);
+            else
+                reply_null_array(c);
         }
     } else if (hstr_is(&argv[1], "docs")) {
         reply_map(c, 0);
     } else if (hstr_is(&argv[1], "help")) {
-        static const char *help[] = {"COMMAND <subcommand> [<arg> ...]. Subcommands are:", "(no subcommand)",
-                                     "COUNT", "INFO [<command-name> ...]", "DOCS [<command-name> ...]"};
+        static const char *help[] = {"COMMAND <subcommand> [<arg> ...]. Subcommands are:", "(no subcommand)", "COUNT",
+                                     "INFO [<command-name> ...]", "DOCS [<command-name> ...]"};
         reply_array(c, (long)(sizeof help / sizeof help[0]));
         for (size_t i = 0; i < sizeof help / sizeof help[0]; i++) reply_status(c, help[i]);
     } else {

@@ -16,20 +16,25 @@
  * dispatcher, with Redis's "parent|sub" names in errors; the parent's
  * function then does the work. */
 static const command client_subs[] = {
-    {"client|id", 2, 0, NULL, NULL},       {"client|setname", 3, 0, NULL, NULL},
-    {"client|getname", 2, 0, NULL, NULL},  {"client|list", -2, 0, NULL, NULL},
-    {"client|info", 2, 0, NULL, NULL},     {"client|setinfo", 4, 0, NULL, NULL},
-    {"client|help", 2, 0, NULL, NULL},     {NULL, 0, 0, NULL, NULL},
+    {"client|id", 2, 0, NULL, NULL},      {"client|setname", 3, 0, NULL, NULL},
+    {"client|getname", 2, 0, NULL, NULL}, {"client|list", -2, 0, NULL, NULL},
+    {"client|info", 2, 0, NULL, NULL},    {"client|setinfo", 4, 0, NULL, NULL},
+    {"client|help", 2, 0, NULL, NULL},    {NULL, 0, 0, NULL, NULL},
 };
 static const command pubsub_subs[] = {
-    {"pubsub|channels", -2, 0, NULL, NULL},      {"pubsub|numsub", -2, 0, NULL, NULL},
-    {"pubsub|numpat", 2, 0, NULL, NULL},         {"pubsub|shardchannels", -2, 0, NULL, NULL},
-    {"pubsub|shardnumsub", -2, 0, NULL, NULL},   {"pubsub|help", 2, 0, NULL, NULL},
+    {"pubsub|channels", -2, 0, NULL, NULL},
+    {"pubsub|numsub", -2, 0, NULL, NULL},
+    {"pubsub|numpat", 2, 0, NULL, NULL},
+    {"pubsub|shardchannels", -2, 0, NULL, NULL},
+    {"pubsub|shardnumsub", -2, 0, NULL, NULL},
+    {"pubsub|help", 2, 0, NULL, NULL},
     {NULL, 0, 0, NULL, NULL},
 };
 static const command command_subs[] = {
-    {"command|count", 2, 0, NULL, NULL}, {"command|info", -2, 0, NULL, NULL},
-    {"command|docs", -2, 0, NULL, NULL}, {"command|help", 2, 0, NULL, NULL},
+    {"command|count", 2, 0, NULL, NULL},
+    {"command|info", -2, 0, NULL, NULL},
+    {"command|docs", -2, 0, NULL, NULL},
+    {"command|help", 2, 0, NULL, NULL},
     {NULL, 0, 0, NULL, NULL},
 };
 
@@ -170,7 +175,9 @@ static const command *check_command(conn *c, int argc, const hstr *argv, int rep
     return cmd;
 }
 
-int commands_runnable(conn *c, int argc, const hstr *argv) { return check_command(c, argc, argv, 0) != NULL; }
+int commands_runnable(conn *c, int argc, const hstr *argv) {
+    return check_command(c, argc, argv, 0) != NULL;
+}
 
 void commands_dispatch(conn *c, int argc, const hstr *argv) {
     /* a connection waiting on HUB.CALLs may run only what cannot overtake their replies */
@@ -188,14 +195,5 @@ int hstr_is(const hstr *a, const char *w) {
 }
 
 int hstr_to_ll(const hstr *a, long long *out) {
-    char buf[32];
-    if (a->len == 0 || a->len >= sizeof buf) return -1;
-    memcpy(buf, a->p, a->len);
-    buf[a->len] = '\0';
-    char *end;
-    errno = 0;
-    long long v = strtoll(buf, &end, 10);
-    if (errno || *end || isspace((unsigned char)buf[0])) return -1;
-    *out = v;
-    return 0;
+    return resp_string2ll(a->p, a->len, out) ? 0 : -1;
 }

@@ -19,8 +19,8 @@ typedef struct hstr {
 } hstr;
 
 enum {
-    CMD_PUBSUB_OK = 1 << 0, /* allowed in RESP2 subscribed mode */
-    CMD_LISTENER_OK = 1 << 1,/* allowed on a RESP2 unicast-listener connection */
+    CMD_PUBSUB_OK = 1 << 0,   /* allowed in RESP2 subscribed mode */
+    CMD_LISTENER_OK = 1 << 1, /* allowed on a RESP2 unicast-listener connection */
 };
 
 typedef void (*command_fn)(conn *c, int argc, const hstr *argv);
@@ -29,7 +29,7 @@ typedef struct command {
     const char *name; /* lower case; "parent|sub" for a subcommand */
     int arity;        /* a subcommand's arity counts the parent's name too */
     int flags;
-    command_fn fn;    /* NULL for a subcommand: the parent's fn runs it */
+    command_fn fn;              /* NULL for a subcommand: the parent's fn runs it */
     const struct command *subs; /* subcommands, terminated by a NULL name */
 } command;
 
@@ -50,7 +50,8 @@ const command *commands_table(size_t *n);
 
 /* 1 if the argument equals the lower-case ASCII word w, case-insensitively. */
 int hstr_is(const hstr *a, const char *w);
-/* Parses a whole signed decimal; returns 0 on success, -1 otherwise. */
+/* Parses a whole signed decimal as strictly as Redis (resp_string2ll: no
+ * "+", spaces, leading zeros or "-0"); returns 0 on success, -1 otherwise. */
 int hstr_to_ll(const hstr *a, long long *out);
 
 /* Implementations (cmd_*.c). */
@@ -75,10 +76,10 @@ void cmd_hub_call(conn *c, int argc, const hstr *argv);
 int hub_call_args(int argc, const hstr *argv, long long *timeout);
 void cmd_hub_handlers(conn *c, int argc, const hstr *argv);
 void cmd_hub_reload(conn *c, int argc, const hstr *argv);
-void cmd_hub_stats(conn *c, int argc, const hstr *argv);        /* cmd_stats.c */
-void cmd_hub_gsubscribe(conn *c, int argc, const hstr *argv);   /* cmd_groups.c */
+void cmd_hub_stats(conn *c, int argc, const hstr *argv);      /* cmd_stats.c */
+void cmd_hub_gsubscribe(conn *c, int argc, const hstr *argv); /* cmd_groups.c */
 void cmd_hub_gunsubscribe(conn *c, int argc, const hstr *argv);
-void cmd_hub_listen(conn *c, int argc, const hstr *argv);   /* unicast.c */
+void cmd_hub_listen(conn *c, int argc, const hstr *argv); /* unicast.c */
 void cmd_hub_unlisten(conn *c, int argc, const hstr *argv);
 void cmd_hub_reply(conn *c, int argc, const hstr *argv);
 void cmd_hub_error(conn *c, int argc, const hstr *argv);

@@ -15,8 +15,8 @@ enum opt_kind { OPT_STR, OPT_INT, OPT_MEM, OPT_LOGLEVEL, OPT_OCTAL, OPT_OBUF };
 typedef struct option {
     const char *name;
     enum opt_kind kind;
-    size_t off;       /* offsetof into config */
-    size_t size;      /* for strings */
+    size_t off;  /* offsetof into config */
+    size_t size; /* for strings */
     long long min, max;
     const char *help;
 } option;
@@ -28,20 +28,30 @@ static const option options[] = {
     {"unixsocket", OPT_STR, O(unixsocket), sizeof(((config *)0)->unixsocket), 0, 0, "also listen on this unix socket"},
     {"unixsocketperm", OPT_OCTAL, O(unixsocketperm), 0, 0, 0777, "unix socket permissions (default 700)"},
     {"tcp-backlog", OPT_INT, O(tcp_backlog), 0, 1, 65535, "listen(2) backlog (default 511)"},
-    {"handlers", OPT_STR, O(handlers_dir), sizeof(((config *)0)->handlers_dir), 0, 0, "directory of Lua handlers (default handlers/)"},
+    {"handlers", OPT_STR, O(handlers_dir), sizeof(((config *)0)->handlers_dir), 0, 0,
+     "directory of Lua handlers (default handlers/)"},
     {"loglevel", OPT_LOGLEVEL, O(loglevel), 0, 0, 0, "debug, verbose, notice, warning (default notice)"},
     {"maxclients", OPT_INT, O(maxclients), 0, 1, 1000000, "maximum connected clients (default 10000)"},
     {"timeout", OPT_INT, O(timeout), 0, 0, 1LL << 31, "close clients idle this many seconds, 0 = never (default 0)"},
-    {"proto-max-bulk-len", OPT_MEM, O(proto_max_bulk_len), 0, 1024, 1LL << 40, "largest bulk string accepted (default 512mb)"},
-    {"max-multibulk-len", OPT_INT, O(max_multibulk_len), 0, 1, 1LL << 31, "most arguments in one request (default 1048576)"},
-    {"client-query-buffer-limit", OPT_MEM, O(client_query_buffer_limit), 0, 1024, 1LL << 40, "largest unprocessed input per client (default 1gb)"},
-    {"client-output-buffer-limit", OPT_OBUF, 0, 0, 0, 0, "<normal|pubsub> <hard> <soft> <soft-seconds> (defaults: normal 256mb 0 0, pubsub 32mb 8mb 60)"},
+    {"proto-max-bulk-len", OPT_MEM, O(proto_max_bulk_len), 0, 1024, 1LL << 40,
+     "largest bulk string accepted (default 512mb)"},
+    {"max-multibulk-len", OPT_INT, O(max_multibulk_len), 0, 1, 1LL << 31,
+     "most arguments in one request (default 1048576)"},
+    {"client-query-buffer-limit", OPT_MEM, O(client_query_buffer_limit), 0, 1024, 1LL << 40,
+     "largest unprocessed input per client (default 1gb)"},
+    {"client-output-buffer-limit", OPT_OBUF, 0, 0, 0, 0,
+     "<normal|pubsub> <hard> <soft> <soft-seconds> (defaults: normal 256mb 0 0, pubsub 32mb 8mb 60)"},
     {"shutdown-timeout", OPT_INT, O(shutdown_timeout), 0, 0, 3600, "seconds to flush output on SIGTERM (default 5)"},
-    {"handler-memory-limit", OPT_MEM, O(handler_memory_limit), 0, 64 * 1024, 1LL << 40, "memory cap per handler (default 64mb)"},
-    {"handler-instruction-limit", OPT_INT, O(handler_instruction_limit), 0, 1000, 1LL << 40, "VM instructions per handler invocation (default 10000000)"},
-    {"handler-queue-limit", OPT_INT, O(handler_queue_limit), 0, 1, 1LL << 31, "events queued per handler before new ones are dropped and counted (default 100000)"},
-    {"stats-max-names", OPT_INT, O(stats_max_names), 0, 1, 1LL << 31, "event names HUB.STATS tracks; past it the least recently seen is evicted (default 10000)"},
-    {"call-timeout", OPT_INT, O(call_timeout), 0, 0, 1LL << 31, "ms HUB.CALL waits for a remote listener's reply, 0 = forever (default 5000)"},
+    {"handler-memory-limit", OPT_MEM, O(handler_memory_limit), 0, 64 * 1024, 1LL << 40,
+     "memory cap per handler (default 64mb)"},
+    {"handler-instruction-limit", OPT_INT, O(handler_instruction_limit), 0, 1000, 1LL << 40,
+     "VM instructions per handler invocation (default 10000000)"},
+    {"handler-queue-limit", OPT_INT, O(handler_queue_limit), 0, 1, 1LL << 31,
+     "events queued per handler before new ones are dropped and counted (default 100000)"},
+    {"stats-max-names", OPT_INT, O(stats_max_names), 0, 1, 1LL << 31,
+     "event names HUB.STATS tracks; past it the least recently seen is evicted (default 10000)"},
+    {"call-timeout", OPT_INT, O(call_timeout), 0, 0, 1LL << 31,
+     "ms HUB.CALL waits for a remote listener's reply, 0 = forever (default 5000)"},
 };
 #undef O
 
@@ -76,13 +86,20 @@ int config_parse_memory(const char *s, long long *out) {
     if (errno || end == s || v < 0) return -1;
     long long mul = 1;
     if (*end) {
-        if (!strcasecmp(end, "k")) mul = 1000;
-        else if (!strcasecmp(end, "kb")) mul = 1024;
-        else if (!strcasecmp(end, "m")) mul = 1000 * 1000;
-        else if (!strcasecmp(end, "mb")) mul = 1024 * 1024;
-        else if (!strcasecmp(end, "g")) mul = 1000LL * 1000 * 1000;
-        else if (!strcasecmp(end, "gb")) mul = 1024LL * 1024 * 1024;
-        else return -1;
+        if (!strcasecmp(end, "k"))
+            mul = 1000;
+        else if (!strcasecmp(end, "kb"))
+            mul = 1024;
+        else if (!strcasecmp(end, "m"))
+            mul = 1000 * 1000;
+        else if (!strcasecmp(end, "mb"))
+            mul = 1024 * 1024;
+        else if (!strcasecmp(end, "g"))
+            mul = 1000LL * 1000 * 1000;
+        else if (!strcasecmp(end, "gb"))
+            mul = 1024LL * 1024 * 1024;
+        else
+            return -1;
     }
     if (v > (1LL << 50) / mul) return -1;
     *out = v * mul;
@@ -127,14 +144,19 @@ static int set_obuf(config *cfg, int argc, char **argv, char *err, size_t errlen
         if (config_parse_memory(words[i + 1], &l.hard) || config_parse_memory(words[i + 2], &l.soft) ||
             parse_int(words[i + 3], 0, 1LL << 31, &l.soft_secs))
             goto bad;
-        if (!strcasecmp(words[i], "pubsub")) cfg->obuf_pubsub = l;
-        else if (!strcasecmp(words[i], "normal")) cfg->obuf_normal = l;
-        else if (!strcasecmp(words[i], "replica") || !strcasecmp(words[i], "slave")) continue; /* accepted, unused */
-        else goto bad;
+        if (!strcasecmp(words[i], "pubsub"))
+            cfg->obuf_pubsub = l;
+        else if (!strcasecmp(words[i], "normal"))
+            cfg->obuf_normal = l;
+        else if (!strcasecmp(words[i], "replica") || !strcasecmp(words[i], "slave"))
+            continue; /* accepted, unused */
+        else
+            goto bad;
     }
     return 0;
 bad:
-    snprintf(err, errlen, "Invalid value for 'client-output-buffer-limit': expected <normal|pubsub> <hard> <soft> <soft-seconds>");
+    snprintf(err, errlen,
+             "Invalid value for 'client-output-buffer-limit': expected <normal|pubsub> <hard> <soft> <soft-seconds>");
     return -1;
 }
 
@@ -144,7 +166,7 @@ int config_set(config *cfg, int argc, char **argv, char *err, size_t errlen) {
     for (size_t i = 0; i < sizeof options / sizeof options[0]; i++)
         if (!strcasecmp(argv[0], options[i].name)) o = &options[i];
     if (!o) {
-        snprintf(err, errlen, "Unknown option '%s'", argv[0]);
+        snprintf(err, errlen, "Unknown option '%.200s'", argv[0]);
         return -1;
     }
     if (o->kind == OPT_OBUF) return set_obuf(cfg, argc - 1, argv + 1, err, errlen);
@@ -162,8 +184,10 @@ int config_set(config *cfg, int argc, char **argv, char *err, size_t errlen) {
         return 0;
     case OPT_INT:
         if (parse_int(v, o->min, o->max, &n)) goto bad;
-        if (o->off == offsetof(config, port) || o->off == offsetof(config, tcp_backlog)) *(int *)field = (int)n;
-        else *(long long *)field = n;
+        if (o->off == offsetof(config, port) || o->off == offsetof(config, tcp_backlog))
+            *(int *)field = (int)n;
+        else
+            *(long long *)field = n;
         return 0;
     case OPT_MEM:
         if (config_parse_memory(v, &n) || n < o->min || n > o->max) goto bad;
@@ -184,19 +208,22 @@ int config_set(config *cfg, int argc, char **argv, char *err, size_t errlen) {
         break;
     }
 bad:
-    snprintf(err, errlen, "Invalid value '%s' for option '%s'", v, o->name);
+    snprintf(err, errlen, "Invalid value '%.200s' for option '%s'", v, o->name);
     return -1;
 }
 
+#define MAX_WORDS 32 /* words on one config-file line */
+
 /* Splits one config-file line into words: whitespace-separated, "double
- * quoted" words may contain spaces. Returns the count, or -1 on an
- * unterminated quote. Modifies line in place. */
+ * quoted" words may contain spaces. Returns the count, -1 on an unterminated
+ * quote, or -2 if there are more than max words. Modifies line in place. */
 static int split_line(char *line, char **words, int max) {
     int n = 0;
     char *p = line;
-    while (*p && n < max) {
+    while (*p) {
         while (isspace((unsigned char)*p)) p++;
         if (!*p || *p == '#') break;
+        if (n == max) return -2;
         if (*p == '"') {
             char *start = ++p;
             while (*p && *p != '"') p++;
@@ -219,24 +246,29 @@ static int config_load_file(config *cfg, const char *path, char *err, size_t err
         snprintf(err, errlen, "Can't open config file '%s': %s", path, strerror(errno));
         return -1;
     }
-    char line[4096], msg[512];
+    char *line = NULL, msg[512];
+    size_t cap = 0;
     int lineno = 0, rc = 0;
-    while (fgets(line, sizeof line, f)) {
+    /* getline: a line of any length is one directive, never split */
+    while (getline(&line, &cap, f) >= 0) {
         lineno++;
-        char *words[32];
-        int n = split_line(line, words, 32);
+        char *words[MAX_WORDS];
+        int n = split_line(line, words, MAX_WORDS);
         if (n == 0) continue;
-        if (n < 0) {
+        if (n == -1) {
             snprintf(msg, sizeof msg, "unbalanced quotes");
+        } else if (n == -2) {
+            snprintf(msg, sizeof msg, "too many words (at most %d on a line)", MAX_WORDS);
         } else if (n >= 2 && config_set(cfg, n, words, msg, sizeof msg) == 0) {
             continue;
         } else if (n < 2) {
-            snprintf(msg, sizeof msg, "Option '%s' needs a value", words[0]);
+            snprintf(msg, sizeof msg, "Option '%.200s' needs a value", words[0]);
         }
         snprintf(err, errlen, "%s:%d: %s", path, lineno, msg);
         rc = -1;
         break;
     }
+    free(line);
     fclose(f);
     return rc;
 }
@@ -273,7 +305,8 @@ int config_from_args(config *cfg, int argc, char **argv, char *err, size_t errle
 
 /* Prints the option list with defaults (for --help). */
 void config_usage(void) {
-    printf("Usage: luahub [--config FILE] [--option value ...]\n\nOptions (also valid as `option value` lines in the config file):\n");
+    printf("Usage: luahub [--config FILE] [--option value ...]\n\nOptions (also valid as `option value` lines in the "
+           "config file):\n");
     for (size_t i = 0; i < sizeof options / sizeof options[0]; i++)
         printf("  --%-28s %s\n", options[i].name, options[i].help);
 }

@@ -20,10 +20,10 @@
 #include "reply.h"
 #include "unicast.h"
 
-#define QBUF_READ_LEN (16 * 1024)  /* bytes asked of each read(2), as Redis */
-#define OBUF_BLOCK (16 * 1024)     /* size of an output block */
-#define MAX_IOV 64                 /* blocks per writev */
-#define STACK_ARGS 32              /* argv kept on the stack up to this many */
+#define QBUF_READ_LEN (16 * 1024) /* bytes asked of each read(2), as Redis */
+#define OBUF_BLOCK (16 * 1024)    /* size of an output block */
+#define MAX_IOV 64                /* blocks per writev */
+#define STACK_ARGS 32             /* argv kept on the stack up to this many */
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -38,8 +38,8 @@ static void conn_set_addrs(conn *c) {
     for (int local = 0; local < 2; local++) {
         char *out = local ? c->laddr : c->addr;
         len = sizeof sa;
-        int rc = local ? getsockname(c->fd, (struct sockaddr *)&sa, &len)
-                       : getpeername(c->fd, (struct sockaddr *)&sa, &len);
+        int rc =
+            local ? getsockname(c->fd, (struct sockaddr *)&sa, &len) : getpeername(c->fd, (struct sockaddr *)&sa, &len);
         if (rc != 0) {
             snprintf(out, sizeof c->addr, "?");
         } else if (sa.ss_family == AF_INET) {
@@ -78,8 +78,8 @@ static int frame_encode(const delivery *d, int proto) {
         frame_cache.buf = b;
         frame_cache.cap = need;
     }
-    frame_cache.len = reply_format_message(frame_cache.buf, proto, d->pattern, d->plen, d->chan, d->clen,
-                                           d->msg, d->mlen);
+    frame_cache.len =
+        reply_format_message(frame_cache.buf, proto, d->pattern, d->plen, d->chan, d->clen, d->msg, d->mlen);
     frame_cache.id = d->id;
     frame_cache.pattern = d->pattern;
     frame_cache.proto = proto;
@@ -131,17 +131,63 @@ static conn *conn_new(hub *h, int fd, int is_unix) {
     return c;
 }
 
+#define ACCEPT_BACKOFF 0.1 /* seconds accepting pauses when out of descriptors or memory */
+
+/* The accept back-off: while file descriptors (or socket buffers) are
+ * exhausted, a listener stays readable, so accepting again at once would
+ * spin the loop. Instead the listeners stop and this timer restarts them. */
+static struct {
+    ev_timer timer;
+    int active; /* an episode is under way: it was logged once */
+} backoff;
+
+static void accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)revents;
+    hub *h = w->data;
+    if (h->shutting_down) return;
+    if (h->tcp_fd >= 0) ev_io_start(loop, &h->tcp_w);
+    if (h->unix_fd >= 0) ev_io_start(loop, &h->unix_w);
+}
+
+/* Stops both listeners for ACCEPT_BACKOFF seconds; logs the first time of an
+ * episode only (it ends with the next successful accept). */
+static void accept_pause(hub *h, int err) {
+    if (!backoff.active) {
+        log_warning("Cannot accept clients: %s (%zu connected, maxclients %lld); pausing accepts, retrying every "
+                    "%d ms",
+                    strerror(err), h->nconns, h->cfg.maxclients, (int)(ACCEPT_BACKOFF * 1000));
+        backoff.active = 1;
+    }
+    if (h->tcp_fd >= 0) ev_io_stop(h->loop, &h->tcp_w);
+    if (h->unix_fd >= 0) ev_io_stop(h->loop, &h->unix_w);
+    ev_timer_stop(h->loop, &backoff.timer);
+    ev_timer_init(&backoff.timer, accept_retry_cb, ACCEPT_BACKOFF, 0.0);
+    backoff.timer.data = h;
+    ev_timer_start(h->loop, &backoff.timer);
+}
+
+void conn_stop_accept_backoff(hub *h) {
+    ev_timer_stop(h->loop, &backoff.timer);
+}
+
 /* Accepts every pending connection on a listening socket. Over maxclients, the
- * newcomer gets Redis's error and is closed at once. */
+ * newcomer gets Redis's error and is closed at once. Out of descriptors, the
+ * listeners pause (accept_pause). */
 void conn_accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
     (void)loop, (void)revents;
     hub *h = w->data;
     for (int i = 0; i < 1000; i++) {
         int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                accept_pause(h, errno);
+            else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
                 log_warning("accept: %s", strerror(errno));
             return;
+        }
+        if (backoff.active) {
+            log_notice("Accepting clients again");
+            backoff.active = 0;
         }
         h->stats.connections_received++;
         if (h->shutting_down || h->nconns >= (size_t)h->cfg.maxclients) {
@@ -196,8 +242,10 @@ static void conn_free(conn *c) {
     resp_parser_free(&c->parser);
     free(c->qbuf);
     free(c->name);
-    if (c->prev) c->prev->next = c->next;
-    else h->conns = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        h->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     h->nconns--;
     free(c);
@@ -208,8 +256,10 @@ void conn_free_closing(hub *h) {
     /* Drop closing connections from the pending list first. */
     conn **pp = &h->pending;
     while (*pp) {
-        if ((*pp)->flags & CONN_CLOSING) *pp = (*pp)->pending_next;
-        else pp = &(*pp)->pending_next;
+        if ((*pp)->flags & CONN_CLOSING)
+            *pp = (*pp)->pending_next;
+        else
+            pp = &(*pp)->pending_next;
     }
     while (h->closing) {
         conn *c = h->closing;
@@ -232,8 +282,10 @@ int conn_check_output_limits(conn *c) {
     int over = 0;
     if (l->hard && (long long)c->obytes >= l->hard) over = 1;
     if (l->soft && (long long)c->obytes >= l->soft) {
-        if (c->soft_limit_since == 0) c->soft_limit_since = now;
-        else if (now - c->soft_limit_since >= (double)l->soft_secs) over = 1;
+        if (c->soft_limit_since == 0)
+            c->soft_limit_since = now;
+        else if (now - c->soft_limit_since >= (double)l->soft_secs)
+            over = 1;
     } else {
         c->soft_limit_since = 0;
     }
@@ -281,8 +333,10 @@ void conn_write(conn *c, const char *p, size_t n) {
     nb->size = size;
     nb->used = rest;
     memcpy(nb->data, p + first, rest);
-    if (b) b->next = nb;
-    else c->ohead = nb;
+    if (b)
+        b->next = nb;
+    else
+        c->ohead = nb;
     c->otail = nb;
     c->obytes += n;
     conn_queue_flush(c);
@@ -337,7 +391,7 @@ static int conn_write_out(conn *c) {
     }
     if (c->ohead) {
         c->ohead->used = 0;
-        if (c->ohead->size > OBUF_BLOCK) {  /* don't keep a huge one around */
+        if (c->ohead->size > OBUF_BLOCK) { /* don't keep a huge one around */
             free(c->ohead);
             c->ohead = NULL;
         }
@@ -392,8 +446,8 @@ static void conn_process_input(conn *c) {
         if (st == RESP_INCOMPLETE) break;
         if (st == RESP_ERROR) {
             h->stats.protocol_errors++;
-            log_verbose("Protocol error (%s) from client id=%llu addr=%s", c->parser.err,
-                        (unsigned long long)c->id, c->addr);
+            log_verbose("Protocol error (%s) from client id=%llu addr=%s", c->parser.err, (unsigned long long)c->id,
+                        c->addr);
             reply_errorf(c, "ERR %s", c->parser.err);
             conn_close_after_reply(c);
             break;
@@ -480,19 +534,19 @@ void conn_cron(hub *h) {
     }
 }
 
-int conn_describe(conn *c, char *buf, size_t len) {
+void conn_describe(conn *c, textbuf *b) {
     double now = ev_now(c->hub->loop);
     char flags[4], *f = flags; /* Redis's letters, in its order: P (pub/sub), b (blocked); N if none */
     if (conn_subscriptions(c)) *f++ = 'P';
     if (c->flags & CONN_BLOCKED) *f++ = 'b';
     if (f == flags) *f++ = 'N';
     *f = '\0';
-    return snprintf(buf, len,
-                    "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=0 sub=%zu "
-                    "psub=%zu ssub=0 multi=-1 qbuf=%zu qbuf-free=%zu argv-mem=0 multi-mem=0 obl=0 "
-                    "oll=0 omem=%zu tot-mem=%zu events=r cmd=%s user=default redir=-1 resp=%d",
-                    (unsigned long long)c->id, c->addr, c->laddr, c->fd, c->name ? c->name : "",
-                    (long long)(now - c->created), (long long)(now - c->last_interaction),
-                    flags, c->sub.nchannels, c->sub.npatterns, c->qlen,
-                    c->qcap - c->qlen, c->obytes, sizeof *c + c->qcap + c->obytes, c->last_cmd, c->proto);
+    textbuf_printf(b,
+                   "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=0 sub=%zu "
+                   "psub=%zu ssub=0 multi=-1 qbuf=%zu qbuf-free=%zu argv-mem=0 multi-mem=0 obl=0 "
+                   "oll=0 omem=%zu tot-mem=%zu events=r cmd=%s user=default redir=-1 resp=%d\n",
+                   (unsigned long long)c->id, c->addr, c->laddr, c->fd, c->name ? c->name : "",
+                   (long long)(now - c->created), (long long)(now - c->last_interaction), flags, c->sub.nchannels,
+                   c->sub.npatterns, c->qlen, c->qcap - c->qlen, c->obytes, sizeof *c + c->qcap + c->obytes,
+                   c->last_cmd, c->proto);
 }

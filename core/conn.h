@@ -27,11 +27,11 @@
 enum {
     CONN_PENDING_WRITE = 1 << 0, /* on hub->pending */
     CONN_CLOSE_AFTER_REPLY = 1 << 1,
-    CONN_CLOSING = 1 << 2,       /* on hub->closing; do nothing more with it */
+    CONN_CLOSING = 1 << 2, /* on hub->closing; do nothing more with it */
     CONN_UNIX = 1 << 3,
-    CONN_LISTENER = 1 << 4,      /* registered as a unicast listener (HUB.LISTEN) */
-    CONN_BLOCKED = 1 << 5,       /* waiting on a HUB.CALL to a client listener (unicast.h) */
-    CONN_HOLDING = 1 << 6,       /* has requests held behind its calls (unicast.h) */
+    CONN_LISTENER = 1 << 4, /* registered as a unicast listener (HUB.LISTEN) */
+    CONN_BLOCKED = 1 << 5,  /* waiting on a HUB.CALL to a client listener (unicast.h) */
+    CONN_HOLDING = 1 << 6,  /* has requests held behind its calls (unicast.h) */
 };
 
 typedef struct obuf_block {
@@ -45,32 +45,36 @@ struct conn {
     uint64_t id;
     int fd;
     int flags;
-    int proto;                 /* 2 or 3 (after HELLO 3) */
+    int proto; /* 2 or 3 (after HELLO 3) */
     ev_io rw, ww;
 
-    char *qbuf;                /* query buffer: unprocessed input */
+    char *qbuf; /* query buffer: unprocessed input */
     size_t qlen, qcap;
     resp_parser parser;
 
     obuf_block *ohead, *otail; /* output chain; ohead->data[osent..used) unsent */
     size_t osent;
-    size_t obytes;             /* bytes buffered, unsent */
-    double soft_limit_since;   /* when obytes went above the soft limit; 0 = below */
+    size_t obytes;           /* bytes buffered, unsent */
+    double soft_limit_since; /* when obytes went above the soft limit; 0 = below */
 
-    subscriber sub;            /* the connection as a router subscriber */
-    char *name;                /* CLIENT SETNAME */
-    char addr[64];             /* ip:port or path */
+    subscriber sub; /* the connection as a router subscriber */
+    char *name;     /* CLIENT SETNAME */
+    char addr[64];  /* ip:port or path */
     char laddr[64];
     double created, last_interaction;
-    const char *last_cmd;      /* name of the last command, static storage */
+    const char *last_cmd; /* name of the last command, static storage */
 
-    conn *prev, *next;         /* hub->conns */
-    conn *pending_next;        /* hub->pending */
-    conn *closing_next;        /* hub->closing */
+    conn *prev, *next;  /* hub->conns */
+    conn *pending_next; /* hub->pending */
+    conn *closing_next; /* hub->closing */
 };
 
-/* Sets up listeners' accept callbacks; called once from main. */
+/* The listeners' accept callback (main starts the watchers). Out of file
+ * descriptors (EMFILE, ENFILE) or buffers, it stops both listeners and a
+ * timer restarts them after a short back-off, logging once per episode. */
 void conn_accept_cb(struct ev_loop *loop, ev_io *w, int revents);
+/* Stops the back-off timer (at shutdown). */
+void conn_stop_accept_backoff(hub *h);
 
 /* Appends raw bytes to the output and queues the connection for flushing.
  * Used only by the reply helpers. Ignored when the connection is closing. */
@@ -103,7 +107,12 @@ static inline size_t conn_subscriptions(const conn *c) {
     return c->sub.nchannels + c->sub.npatterns + c->sub.ngroups;
 }
 
-/* Appends one CLIENT LIST line for c (without the trailing \n) to buf. */
-int conn_describe(conn *c, char *buf, size_t len);
+/* Appends one CLIENT LIST line for c, with its trailing \n, to b (reply.h);
+ * any length of name or address fits. */
+struct textbuf;
+void conn_describe(conn *c, struct textbuf *b);
+
+/* Longest CLIENT SETNAME / HELLO SETNAME name accepted, in bytes. */
+#define CONN_MAX_NAME 1024
 
 #endif

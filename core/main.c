@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -110,6 +111,7 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents) {
     h->shutting_down = 1;
     if (h->tcp_fd >= 0) ev_io_stop(loop, &h->tcp_w);
     if (h->unix_fd >= 0) ev_io_stop(loop, &h->unix_w);
+    conn_stop_accept_backoff(h);
     for (conn *c = h->conns; c; c = c->next) ev_io_stop(loop, &c->rw);
     ev_timer_init(&h->shutdown_w, shutdown_deadline_cb, (double)h->cfg.shutdown_timeout, 0);
     h->shutdown_w.data = h;
@@ -124,7 +126,59 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents) {
 }
 
 /* The loop's cached time in ms: event timestamps (see router_set_clock). */
-static double loop_clock_ms(void *ctx) { return ev_now(((hub *)ctx)->loop) * 1000.0; }
+static double loop_clock_ms(void *ctx) {
+    return ev_now(((hub *)ctx)->loop) * 1000.0;
+}
+
+/*---- File descriptors ---------------------------------------------------*/
+
+#define RESERVED_FDS 32 /* descriptors kept for listeners, logs, handler files (as Redis) */
+
+/* As Redis's adjustOpenFilesLimit: raises RLIMIT_NOFILE to maxclients +
+ * RESERVED_FDS where allowed (stepping down until the kernel agrees), and if
+ * that falls short, lowers maxclients to fit, saying so. Returns 0, or -1 if
+ * not even one client fits. */
+static int fit_maxclients(config *cfg) {
+    rlim_t want = (rlim_t)cfg->maxclients + RESERVED_FDS;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        log_warning("Unable to obtain the current NOFILE limit (%s), assuming 1024", strerror(errno));
+        rl.rlim_cur = rl.rlim_max = 1024;
+    }
+    rlim_t old = rl.rlim_cur;
+    if (old >= want) return 0;
+    rlim_t got = old;
+    int setrlimit_error = 0;
+    for (rlim_t try = want; try > old; try = try > 16 ? try - 16 : 0) {
+        struct rlimit n = {try, rl.rlim_max >= try ? rl.rlim_max : try};
+        if (setrlimit(RLIMIT_NOFILE, &n) == 0) {
+            got = try;
+            break;
+        }
+        setrlimit_error = errno;
+        if (try <= 16) break;
+    }
+    if (got > old)
+        log_notice("Increased maximum number of open files to %llu (it was originally set to %llu).",
+                   (unsigned long long)got, (unsigned long long)old);
+    if (got >= want) return 0;
+    if (got <= RESERVED_FDS) {
+        log_warning("Your current 'ulimit -n' of %llu is not enough for the server to start. Please increase your "
+                    "open file limit to at least %llu. Exiting.",
+                    (unsigned long long)old, (unsigned long long)want);
+        return -1;
+    }
+    long long fit = (long long)(got - RESERVED_FDS);
+    log_warning("You requested maxclients of %lld requiring at least %llu max file descriptors.", cfg->maxclients,
+                (unsigned long long)want);
+    log_warning("Server can't set maximum open files to %llu because of OS error: %s.", (unsigned long long)want,
+                strerror(setrlimit_error ? setrlimit_error : EPERM));
+    log_warning("Current maximum open files is %llu. maxclients has been reduced to %lld to compensate for low "
+                "ulimit. If you need higher maxclients increase 'ulimit -n'.",
+                (unsigned long long)got, fit);
+    cfg->maxclients = fit;
+    return 0;
+}
 
 /*---- Main ---------------------------------------------------------------*/
 
@@ -149,6 +203,7 @@ int main(int argc, char **argv) {
     }
     log_level = h->cfg.loglevel;
     signal(SIGPIPE, SIG_IGN);
+    if (fit_maxclients(&h->cfg)) return 1;
 
     h->loop = ev_default_loop(EVFLAG_AUTO);
     h->start_time = ev_now(h->loop);

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Writes a type byte, a decimal length/value and \r\n in one append. */
@@ -24,7 +25,6 @@ static void reply_header(conn *c, char type, long long n) {
     conn_write(c, buf, (size_t)len);
 }
 
-
 /* +s\r\n; s must not contain \r or \n. */
 void reply_status(conn *c, const char *s) {
     conn_write(c, "+", 1);
@@ -32,30 +32,39 @@ void reply_status(conn *c, const char *s) {
     conn_write(c, "\r\n", 2);
 }
 
-void reply_ok(conn *c) { conn_write(c, "+OK\r\n", 5); }
+void reply_ok(conn *c) {
+    conn_write(c, "+OK\r\n", 5);
+}
 
 /* -<s>\r\n with any \r or \n in s turned into spaces, so an error text
  * (which may come from a Lua handler) can never break the framing. */
 void reply_error(conn *c, const char *s) {
-    char buf[1024];
-    size_t n = 0;
-    buf[n++] = '-';
-    for (; *s && n < sizeof buf - 2; s++) buf[n++] = (*s == '\r' || *s == '\n') ? ' ' : *s;
-    buf[n++] = '\r';
-    buf[n++] = '\n';
-    conn_write(c, buf, n);
+    conn_write(c, "-", 1);
+    while (*s) {
+        size_t n = strcspn(s, "\r\n");
+        conn_write(c, s, n);
+        s += n;
+        if (*s) {
+            conn_write(c, " ", 1);
+            s++;
+        }
+    }
+    conn_write(c, "\r\n", 2);
 }
 
 void reply_errorf(conn *c, const char *fmt, ...) {
-    char buf[1024];
+    textbuf b = {0};
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    textbuf_vprintf(&b, fmt, ap);
     va_end(ap);
-    reply_error(c, buf);
+    reply_error(c, b.oom ? "ERR out of memory" : b.p);
+    textbuf_free(&b);
 }
 
-void reply_int(conn *c, long long v) { reply_header(c, ':', v); }
+void reply_int(conn *c, long long v) {
+    reply_header(c, ':', v);
+}
 
 void reply_bulk(conn *c, const char *p, size_t n) {
     reply_header(c, '$', (long long)n);
@@ -63,29 +72,43 @@ void reply_bulk(conn *c, const char *p, size_t n) {
     conn_write(c, "\r\n", 2);
 }
 
-void reply_cstr(conn *c, const char *s) { reply_bulk(c, s, strlen(s)); }
+void reply_cstr(conn *c, const char *s) {
+    reply_bulk(c, s, strlen(s));
+}
 
 void reply_null(conn *c) {
-    if (c->proto >= 3) conn_write(c, "_\r\n", 3);
-    else conn_write(c, "$-1\r\n", 5);
+    if (c->proto >= 3)
+        conn_write(c, "_\r\n", 3);
+    else
+        conn_write(c, "$-1\r\n", 5);
 }
 
 void reply_null_array(conn *c) {
-    if (c->proto >= 3) conn_write(c, "_\r\n", 3);
-    else conn_write(c, "*-1\r\n", 5);
+    if (c->proto >= 3)
+        conn_write(c, "_\r\n", 3);
+    else
+        conn_write(c, "*-1\r\n", 5);
 }
 
-void reply_array(conn *c, long n) { reply_header(c, '*', n); }
+void reply_array(conn *c, long n) {
+    reply_header(c, '*', n);
+}
 
 /* n key/value pairs follow. */
 void reply_map(conn *c, long n) {
-    if (c->proto >= 3) reply_header(c, '%', n);
-    else reply_header(c, '*', 2 * n);
+    if (c->proto >= 3)
+        reply_header(c, '%', n);
+    else
+        reply_header(c, '*', 2 * n);
 }
 
-void reply_set(conn *c, long n) { reply_header(c, c->proto >= 3 ? '~' : '*', n); }
+void reply_set(conn *c, long n) {
+    reply_header(c, c->proto >= 3 ? '~' : '*', n);
+}
 
-void reply_push(conn *c, long n) { reply_header(c, c->proto >= 3 ? '>' : '*', n); }
+void reply_push(conn *c, long n) {
+    reply_header(c, c->proto >= 3 ? '>' : '*', n);
+}
 
 void reply_double(conn *c, double d) {
     char buf[64];
@@ -144,4 +167,52 @@ size_t reply_format_message(char *out, int proto, const char *pat, size_t plen, 
     p = put_bulk(p, chan, clen);
     p = put_bulk(p, msg, mlen);
     return (size_t)(p - out);
+}
+
+/*---- Text buffers -------------------------------------------------------*/
+
+/* Makes room for n more bytes plus a NUL. Returns 0, or -1 (and sets oom). */
+static int textbuf_reserve(textbuf *b, size_t n) {
+    if (b->oom) return -1;
+    if (b->cap - b->len > n) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len <= n) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        b->oom = 1;
+        return -1;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+void textbuf_append(textbuf *b, const char *p, size_t n) {
+    if (textbuf_reserve(b, n)) return;
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void textbuf_vprintf(textbuf *b, const char *fmt, va_list ap) {
+    va_list again;
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    if (n >= 0 && textbuf_reserve(b, (size_t)n) == 0) {
+        vsnprintf(b->p + b->len, b->cap - b->len, fmt, again);
+        b->len += (size_t)n;
+    }
+    va_end(again);
+}
+
+void textbuf_printf(textbuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    textbuf_vprintf(b, fmt, ap);
+    va_end(ap);
+}
+
+void textbuf_free(textbuf *b) {
+    free(b->p);
+    memset(b, 0, sizeof *b);
 }

@@ -50,29 +50,29 @@ typedef struct resp_limits {
 } resp_limits;
 
 typedef enum resp_status {
-    RESP_OK = 1,          /* a whole request: see argc/argv/consumed */
-    RESP_INCOMPLETE = 0,  /* need more bytes; call again with the same start */
-    RESP_ERROR = -1       /* protocol error: see err; close the connection */
+    RESP_OK = 1,         /* a whole request: see argc/argv/consumed */
+    RESP_INCOMPLETE = 0, /* need more bytes; call again with the same start */
+    RESP_ERROR = -1      /* protocol error: see err; close the connection */
 } resp_status;
 
 typedef struct resp_parser {
     /* results, valid after RESP_OK until the next call */
-    int argc;          /* 0 for an empty inline line or `*0`/`*-N`: skip it */
+    int argc; /* 0 for an empty inline line or `*0`/`*-N`: skip it */
     resp_arg *argv;
-    size_t consumed;   /* bytes of the request, from its start, incl. \r\n */
-    const char *err;   /* after RESP_ERROR: Redis's text without "-ERR ", e.g.
-                          "Protocol error: invalid bulk length" (never
-                          contains \r or \n); valid until the next call */
+    size_t consumed; /* bytes of the request, from its start, incl. \r\n */
+    const char *err; /* after RESP_ERROR: Redis's text without "-ERR ", e.g.
+                        "Protocol error: invalid bulk length" (never
+                        contains \r or \n); valid until the next call */
 
     /* internal state (resumption) */
     int state;
-    size_t pos;        /* how far into the request we have parsed */
-    size_t scan;       /* how far a line-end search has already looked */
+    size_t pos;  /* how far into the request we have parsed */
+    size_t scan; /* how far a line-end search has already looked */
     long long multibulk_left;
     long long bulk_len;
     int argv_cap;
     int is_inline;
-    char errbuf[48];   /* storage for the "expected '$', got 'X'" text */
+    char errbuf[48]; /* storage for the "expected '$', got 'X'" text */
 } resp_parser;
 
 void resp_parser_init(resp_parser *p);
@@ -96,5 +96,11 @@ void resp_parser_free(resp_parser *p);
  *   "Protocol error: too many arguments in inline request"
  *   "out of memory for request arguments"  */
 resp_status resp_parse(resp_parser *p, char *buf, size_t len, const resp_limits *lim);
+
+/* Parses s[0..n) as a strictly formatted decimal long long, like Redis's
+ * string2ll: optional '-', no '+', no spaces, no leading zeros, no "-0".
+ * Returns 1 and sets *out on success, 0 otherwise. Every integer a client
+ * sends (headers and command arguments) goes through it. */
+int resp_string2ll(const char *s, size_t n, long long *out);
 
 #endif

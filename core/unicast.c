@@ -40,32 +40,33 @@ enum outcome { OUT_REPLY, OUT_ERROR, OUT_TIMEOUT, OUT_GONE };
 /* A request delivered to a client listener, waiting for its reply (in
  * u->reqs), or for a client caller, answered and waiting for its turn. */
 typedef struct ureq {
-    UT_hash_handle hh;      /* u->reqs, by id */
+    UT_hash_handle hh; /* u->reqs, by id */
     uint64_t id;
-    uint64_t caller_id;     /* the calling connection's id; 0: a Lua caller, or the caller is gone */
-    conn *listener;         /* NULL: a Lua listener's on_call, answered by unicast_complete */
+    uint64_t caller_id;         /* the calling connection's id; 0: a Lua caller, or the caller is gone */
+    conn *listener;             /* NULL: a Lua listener's on_call, answered by unicast_complete */
     struct ureq *lprev, *lnext; /* the listener's ucli->delivered */
-    struct ureq *cnext;     /* the caller's ucli->calls, in request order */
-    int answered;           /* a client caller's call, completed out of turn: */
-    enum outcome outcome;   /* ... how, and (REPLY / ERROR) result/rlen */
+    struct ureq *cnext;         /* the caller's ucli->calls, in request order */
+    int answered;               /* a client caller's call, completed out of turn: */
+    enum outcome outcome;       /* ... how, and (REPLY / ERROR) result/rlen */
     unicast *u;
     ev_timer timer;
     long long timeout_ms;
-    unicast_done_fn done;   /* a Lua caller's callback (caller_id is 0), or NULL */
+    unicast_done_fn done; /* a Lua caller's callback (caller_id is 0), or NULL */
     void *done_ctx;
-    int ok;                 /* once completed for a Lua caller: the outcome */
-    char *result;           /* the reply or error kept for the caller */
+    int ok;       /* once completed for a Lua caller: the outcome */
+    char *result; /* the reply or error kept for the caller */
     size_t rlen;
     struct ureq *done_next; /* u->done */
     size_t nlen;
     char name[];
 } ureq;
 
-/* A request held behind its connection's calls: argv points into data. */
+/* A request held behind its connection's calls: argv points into the bytes
+ * after it. */
 typedef struct held {
     struct held *next;
     int argc;
-    size_t bytes;
+    size_t bytes; /* what it is charged (cli_charge): all of it, not only argument bytes */
     hstr argv[];
 } held;
 
@@ -76,18 +77,18 @@ typedef struct uname {
 
 /* What the unicast layer knows about one connection. */
 typedef struct ucli {
-    UT_hash_handle hh;      /* u->clis, by connection id */
+    UT_hash_handle hh; /* u->clis, by connection id */
     uint64_t id;
     conn *c;
-    uname *names;           /* its registrations, in HUB.LISTEN order */
+    uname *names; /* its registrations, in HUB.LISTEN order */
     size_t nnames, capnames;
-    ureq *delivered;        /* requests delivered to it, unanswered */
+    ureq *delivered;          /* requests delivered to it, unanswered */
     ureq *calls, *calls_tail; /* its outstanding HUB.CALLs, oldest first */
     size_t ncalls;
-    held *hhead, *htail;    /* requests held behind its calls, in order */
-    size_t held_bytes;      /* memory kept for it: held input, call records, early replies */
-    int replaying;          /* a held request is being run */
-    int ready;              /* on u->ready: calls answered, held requests to run */
+    held *hhead, *htail; /* requests held behind its calls, in order */
+    size_t held_bytes;   /* memory kept for it: held input, call records, early replies */
+    int replaying;       /* a held request is being run */
+    int ready;           /* on u->ready: calls answered, held requests to run */
     struct ucli *ready_next;
 } ucli;
 
@@ -96,13 +97,14 @@ struct unicast {
     ureq *reqs;
     ucli *clis;
     uint64_t seq;
-    ev_idle replay_w;       /* runs held requests of callers whose calls were answered, and Lua callers' results */
+    ev_idle replay_w;            /* runs held requests of callers whose calls were answered, and Lua callers' results */
     ureq *done_head, *done_tail; /* completed requests of Lua callers, to hand over */
     ucli *ready_head, *ready_tail;
 };
 
 #define NAME_IN_ERR(n, l) (int)((l) > 200 ? 200 : (l)), (n)
-#define ERR_MAX 4000 /* bytes of a listener's HUB.ERROR message the caller gets */
+#define ERR_MAX 4000       /* bytes of a listener's HUB.ERROR message the caller gets */
+#define MALLOC_OVERHEAD 16 /* charged per allocation besides its size (glibc's chunk header, rounding) */
 
 /*---- Per-connection state -------------------------------------------------------*/
 
@@ -161,8 +163,10 @@ static void req_detach(ureq *r) {
     ev_timer_stop(u->h->loop, &r->timer);
     HASH_DEL(u->reqs, r);
     ucli *l = r->listener ? cli_find(u, r->listener->id) : NULL;
-    if (r->lprev) r->lprev->lnext = r->lnext;
-    else if (l) l->delivered = r->lnext;
+    if (r->lprev)
+        r->lprev->lnext = r->lnext;
+    else if (l)
+        l->delivered = r->lnext;
     if (r->lnext) r->lnext->lprev = r->lprev;
     r->lprev = r->lnext = NULL;
 }
@@ -172,24 +176,34 @@ static void schedule_replay(unicast *u, ucli *k) {
     if (k->ready || !k->hhead) return;
     k->ready = 1;
     k->ready_next = NULL;
-    if (u->ready_tail) u->ready_tail->ready_next = k;
-    else u->ready_head = k;
+    if (u->ready_tail)
+        u->ready_tail->ready_next = k;
+    else
+        u->ready_head = k;
     u->ready_tail = k;
     ev_idle_start(u->h->loop, &u->replay_w);
 }
 
 /* Memory a client caller's outstanding call holds (see cli_charge). */
-static size_t call_size(const ureq *r) { return sizeof *r + r->nlen + r->rlen; }
+static size_t call_size(const ureq *r) {
+    return sizeof *r + r->nlen + 1 + MALLOC_OVERHEAD + r->rlen;
+}
 
 /* Writes outcome o of r (p/n: the payload or message) to its caller c. */
 static void write_outcome(conn *c, const ureq *r, enum outcome o, const char *p, size_t n) {
     switch (o) {
-    case OUT_REPLY: reply_bulk(c, p, n); break;
-    case OUT_ERROR: reply_errorf(c, "ERR %.*s", (int)(n > ERR_MAX ? ERR_MAX : n), p); break;
+    case OUT_REPLY:
+        reply_bulk(c, p, n);
+        break;
+    case OUT_ERROR:
+        reply_errorf(c, "ERR %.*s", (int)(n > ERR_MAX ? ERR_MAX : n), p);
+        break;
     case OUT_TIMEOUT:
         reply_errorf(c, "TIMEOUT no reply from '%.*s' within %lld ms", NAME_IN_ERR(r->name, r->nlen), r->timeout_ms);
         break;
-    case OUT_GONE: reply_errorf(c, "ERR listener for '%.*s' disconnected", NAME_IN_ERR(r->name, r->nlen)); break;
+    case OUT_GONE:
+        reply_errorf(c, "ERR listener for '%.*s' disconnected", NAME_IN_ERR(r->name, r->nlen));
+        break;
     }
 }
 
@@ -271,8 +285,10 @@ static void done_queue(ureq *r, enum outcome o, const char *p, size_t n) {
     r->rlen = r->result ? n : 0;
     if (!r->result) r->ok = 0;
     r->done_next = NULL;
-    if (u->done_tail) u->done_tail->done_next = r;
-    else u->done_head = r;
+    if (u->done_tail)
+        u->done_tail->done_next = r;
+    else
+        u->done_head = r;
     u->done_tail = r;
     ev_idle_start(u->h->loop, &u->replay_w);
 }
@@ -343,27 +359,31 @@ static ureq *req_send(unicast *u, conn *l, const char *name, size_t nlen, const 
 uint64_t unicast_call(conn *c, conn *l, const hstr *name, const hstr *payload, long long timeout_ms) {
     unicast *u = c->hub->unicast;
     ucli *k = u ? cli_get(u, c) : NULL;
-    size_t size = sizeof(ureq) + name->len;
+    size_t size = sizeof(ureq) + name->len + 1 + MALLOC_OVERHEAD; /* call_size before a reply */
     if (k && cli_charge(k, size, "call records") < 0) return 0;
     ureq *r = k ? req_send(u, l, name->p, name->len, payload->p, payload->len, timeout_ms) : NULL;
     if (!r) {
         if (k) k->held_bytes -= size;
         /* an error now would overtake the replies of earlier calls */
-        if (k && k->ncalls) conn_close(c, "out of memory for a call");
-        else reply_error(c, "ERR out of memory");
+        if (k && k->ncalls)
+            conn_close(c, "out of memory for a call");
+        else
+            reply_error(c, "ERR out of memory");
         return 0;
     }
     r->caller_id = c->id;
-    if (k->calls_tail) k->calls_tail->cnext = r;
-    else k->calls = r;
+    if (k->calls_tail)
+        k->calls_tail->cnext = r;
+    else
+        k->calls = r;
     k->calls_tail = r;
     k->ncalls++;
     c->flags |= CONN_BLOCKED;
     return r->id;
 }
 
-uint64_t unicast_request(hub *h, conn *l, const char *name, size_t nlen, const char *p, size_t n,
-                         long long timeout_ms, unicast_done_fn done, void *ctx) {
+uint64_t unicast_request(hub *h, conn *l, const char *name, size_t nlen, const char *p, size_t n, long long timeout_ms,
+                         unicast_done_fn done, void *ctx) {
     ureq *r = h->unicast ? req_send(h->unicast, l, name, nlen, p, n, timeout_ms) : NULL;
     if (!r) return 0;
     r->done = done;
@@ -383,7 +403,8 @@ void unicast_forget(hub *h, uint64_t id) {
     ureq *r;
     HASH_FIND(hh, u->reqs, &id, sizeof id, r);
     if (!r)
-        for (r = u->done_head; r && r->id != id; r = r->done_next) {}
+        for (r = u->done_head; r && r->id != id; r = r->done_next) {
+        }
     if (r) r->done = NULL;
 }
 
@@ -399,7 +420,9 @@ static void hand_over_done(unicast *u) {
     }
 }
 
-size_t unicast_pending(const hub *h) { return h->unicast ? HASH_COUNT(h->unicast->reqs) : 0; }
+size_t unicast_pending(const hub *h) {
+    return h->unicast ? HASH_COUNT(h->unicast->reqs) : 0;
+}
 
 /*---- Holding and replaying a blocked connection's requests ----------------------------*/
 
@@ -430,10 +453,13 @@ int unicast_hold(conn *c, int argc, const hstr *argv) {
     unicast *u = c->hub->unicast;
     ucli *k = u ? cli_find(u, c->id) : NULL;
     if (!k || k->replaying || (!k->hhead && may_run(k, argc, argv))) return 0;
-    size_t bytes = 0;
-    for (int i = 0; i < argc; i++) bytes += argv[i].len;
+    size_t data = 0;
+    for (int i = 0; i < argc; i++) data += argv[i].len;
+    /* the record's real cost: an empty argument still takes an hstr */
+    size_t size = sizeof(held) + (size_t)argc * sizeof(hstr) + data + 1;
+    size_t bytes = size + MALLOC_OVERHEAD;
     if (cli_charge(k, bytes, "input held") < 0) return 1;
-    held *x = malloc(sizeof *x + (size_t)argc * sizeof(hstr) + bytes + 1);
+    held *x = malloc(size);
     if (!x) {
         k->held_bytes -= bytes;
         conn_close(c, "out of memory holding input");
@@ -442,15 +468,17 @@ int unicast_hold(conn *c, int argc, const hstr *argv) {
     x->next = NULL;
     x->argc = argc;
     x->bytes = bytes;
-    char *data = (char *)&x->argv[argc];
+    char *p = (char *)&x->argv[argc];
     for (int i = 0; i < argc; i++) {
-        memcpy(data, argv[i].p, argv[i].len);
-        x->argv[i].p = data;
+        memcpy(p, argv[i].p, argv[i].len);
+        x->argv[i].p = p;
         x->argv[i].len = argv[i].len;
-        data += argv[i].len;
+        p += argv[i].len;
     }
-    if (k->htail) k->htail->next = x;
-    else k->hhead = x;
+    if (k->htail)
+        k->htail->next = x;
+    else
+        k->hhead = x;
     k->htail = x;
     c->flags |= CONN_HOLDING;
     return 1;
@@ -493,13 +521,14 @@ static listen_registry *registry(conn *c) {
     return c->hub->handlers ? c->hub->handlers->listeners : NULL;
 }
 
-static void describe(const listener *l, char *buf, size_t len) {
+/* Appends who holds l ("handler x" or "client id=.. addr=.. [name=..]") to b. */
+static void describe(const listener *l, textbuf *b) {
     if (l->kind == LISTENER_HANDLER) {
-        snprintf(buf, len, "handler %s", ((handler *)l->owner)->name);
+        textbuf_printf(b, "handler %s", ((handler *)l->owner)->name);
     } else {
         conn *c = l->owner;
-        snprintf(buf, len, "client id=%llu addr=%s%s%s", (unsigned long long)c->id, c->addr, c->name ? " name=" : "",
-                 c->name ? c->name : "");
+        textbuf_printf(b, "client id=%llu addr=%s%s%s", (unsigned long long)c->id, c->addr, c->name ? " name=" : "",
+                       c->name ? c->name : "");
     }
 }
 
@@ -509,20 +538,23 @@ void unicast_replaced(hub *h, const listener *old, const char *name, size_t len,
         handler_replaced(old->owner, name, len);
         return;
     }
-    char who[400];
-    describe(by, who, sizeof who);
+    textbuf who = {0};
+    describe(by, &who);
     conn *c = old->owner;
     reply_push(c, 3);
     reply_cstr(c, "replaced");
     reply_bulk(c, name, len);
-    reply_cstr(c, who);
+    reply_cstr(c, who.p && !who.oom ? who.p : "");
+    textbuf_free(&who);
 }
 
 static void confirm(conn *c, const char *kind, const char *name, size_t len, size_t count) {
     reply_push(c, 3);
     reply_cstr(c, kind);
-    if (name) reply_bulk(c, name, len);
-    else reply_null(c);
+    if (name)
+        reply_bulk(c, name, len);
+    else
+        reply_null(c);
     reply_int(c, (long long)count);
 }
 
