@@ -16,25 +16,20 @@
  * dispatcher, with Redis's "parent|sub" names in errors; the parent's
  * function then does the work. */
 static const command client_subs[] = {
-    {"client|id", 2, 0, NULL, NULL},      {"client|setname", 3, 0, NULL, NULL},
-    {"client|getname", 2, 0, NULL, NULL}, {"client|list", -2, 0, NULL, NULL},
-    {"client|info", 2, 0, NULL, NULL},    {"client|setinfo", 4, 0, NULL, NULL},
-    {"client|help", 2, 0, NULL, NULL},    {NULL, 0, 0, NULL, NULL},
+    {"client|id", 2, 0, NULL, NULL},       {"client|setname", 3, 0, NULL, NULL},
+    {"client|getname", 2, 0, NULL, NULL},  {"client|list", -2, 0, NULL, NULL},
+    {"client|info", 2, 0, NULL, NULL},     {"client|setinfo", 4, 0, NULL, NULL},
+    {"client|help", 2, 0, NULL, NULL},     {NULL, 0, 0, NULL, NULL},
 };
 static const command pubsub_subs[] = {
-    {"pubsub|channels", -2, 0, NULL, NULL},
-    {"pubsub|numsub", -2, 0, NULL, NULL},
-    {"pubsub|numpat", 2, 0, NULL, NULL},
-    {"pubsub|shardchannels", -2, 0, NULL, NULL},
-    {"pubsub|shardnumsub", -2, 0, NULL, NULL},
-    {"pubsub|help", 2, 0, NULL, NULL},
+    {"pubsub|channels", -2, 0, NULL, NULL},      {"pubsub|numsub", -2, 0, NULL, NULL},
+    {"pubsub|numpat", 2, 0, NULL, NULL},         {"pubsub|shardchannels", -2, 0, NULL, NULL},
+    {"pubsub|shardnumsub", -2, 0, NULL, NULL},   {"pubsub|help", 2, 0, NULL, NULL},
     {NULL, 0, 0, NULL, NULL},
 };
 static const command command_subs[] = {
-    {"command|count", 2, 0, NULL, NULL},
-    {"command|info", -2, 0, NULL, NULL},
-    {"command|docs", -2, 0, NULL, NULL},
-    {"command|help", 2, 0, NULL, NULL},
+    {"command|count", 2, 0, NULL, NULL}, {"command|info", -2, 0, NULL, NULL},
+    {"command|docs", -2, 0, NULL, NULL}, {"command|help", 2, 0, NULL, NULL},
     {NULL, 0, 0, NULL, NULL},
 };
 
@@ -175,9 +170,7 @@ static const command *check_command(conn *c, int argc, const hstr *argv, int rep
     return cmd;
 }
 
-int commands_runnable(conn *c, int argc, const hstr *argv) {
-    return check_command(c, argc, argv, 0) != NULL;
-}
+int commands_runnable(conn *c, int argc, const hstr *argv) { return check_command(c, argc, argv, 0) != NULL; }
 
 void commands_dispatch(conn *c, int argc, const hstr *argv) {
     /* a connection waiting on HUB.CALLs may run only what cannot overtake their replies */
@@ -194,6 +187,4 @@ int hstr_is(const hstr *a, const char *w) {
     return 1;
 }
 
-int hstr_to_ll(const hstr *a, long long *out) {
-    return resp_string2ll(a->p, a->len, out) ? 0 : -1;
-}
+int hstr_to_ll(const hstr *a, long long *out) { return resp_string2ll(a->p, a->len, out) ? 0 : -1; }

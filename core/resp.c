@@ -19,15 +19,15 @@
 #include <string.h>
 
 enum {
-    ST_START = 0, /* nothing of the request parsed yet */
-    ST_MB_COUNT,  /* reading the `*N\r\n` line starting at pos */
-    ST_BULK_HDR,  /* reading a `$len\r\n` line starting at pos */
-    ST_BULK_DATA, /* waiting for bulk_len bytes + \r\n starting at pos */
-    ST_INLINE     /* waiting for the end of an inline line */
+    ST_START = 0,   /* nothing of the request parsed yet */
+    ST_MB_COUNT,    /* reading the `*N\r\n` line starting at pos */
+    ST_BULK_HDR,    /* reading a `$len\r\n` line starting at pos */
+    ST_BULK_DATA,   /* waiting for bulk_len bytes + \r\n starting at pos */
+    ST_INLINE       /* waiting for the end of an inline line */
 };
 
-#define ARGV_INITIAL 8 /* first allocation of argv */
-#define ARGV_KEEP 1024 /* argv larger than this is freed between requests */
+#define ARGV_INITIAL 8    /* first allocation of argv */
+#define ARGV_KEEP 1024    /* argv larger than this is freed between requests */
 
 static const char ERR_MBULK_LEN[] = "Protocol error: invalid multibulk length";
 static const char ERR_BULK_LEN[] = "Protocol error: invalid bulk length";
@@ -167,12 +167,9 @@ static resp_status parse_multibulk(resp_parser *p, const char *buf, size_t len, 
 
     if (p->state == ST_MB_COUNT) {
         switch (read_header(p, buf, len, lim->max_inline, &n)) {
-        case HDR_INCOMPLETE:
-            return RESP_INCOMPLETE;
-        case HDR_TOO_BIG:
-            return parser_fail(p, ERR_MBULK_BIG);
-        case HDR_BAD:
-            return parser_fail(p, ERR_MBULK_LEN);
+        case HDR_INCOMPLETE: return RESP_INCOMPLETE;
+        case HDR_TOO_BIG: return parser_fail(p, ERR_MBULK_BIG);
+        case HDR_BAD: return parser_fail(p, ERR_MBULK_LEN);
         }
         if (n > lim->max_multibulk || n > INT_MAX) return parser_fail(p, ERR_MBULK_LEN);
         if (n <= 0) return parser_done(p, p->pos); /* *0 and *-N: nothing to run */
@@ -194,12 +191,9 @@ static resp_status parse_multibulk(resp_parser *p, const char *buf, size_t len, 
                 return parser_fail(p, p->errbuf);
             }
             switch (read_header(p, buf, len, lim->max_inline, &n)) {
-            case HDR_INCOMPLETE:
-                return RESP_INCOMPLETE;
-            case HDR_TOO_BIG:
-                return parser_fail(p, ERR_BULK_BIG);
-            case HDR_BAD:
-                return parser_fail(p, ERR_BULK_LEN);
+            case HDR_INCOMPLETE: return RESP_INCOMPLETE;
+            case HDR_TOO_BIG: return parser_fail(p, ERR_BULK_BIG);
+            case HDR_BAD: return parser_fail(p, ERR_BULK_LEN);
             }
             if (n < 0 || n > lim->max_bulk) return parser_fail(p, ERR_BULK_LEN);
             p->bulk_len = n;
@@ -212,7 +206,8 @@ static resp_status parse_multibulk(resp_parser *p, const char *buf, size_t len, 
             if (avail > need && buf[p->pos + need] != '\r') return parser_fail(p, ERR_BULK_CRLF);
             return RESP_INCOMPLETE;
         }
-        if (buf[p->pos + need] != '\r' || buf[p->pos + need + 1] != '\n') return parser_fail(p, ERR_BULK_CRLF);
+        if (buf[p->pos + need] != '\r' || buf[p->pos + need + 1] != '\n')
+            return parser_fail(p, ERR_BULK_CRLF);
         if (!argv_reserve(p, (long long)p->argc + p->multibulk_left)) return parser_fail(p, ERR_OOM);
         p->argv[p->argc].off = p->pos;
         p->argv[p->argc].len = (size_t)need;
@@ -263,24 +258,12 @@ static resp_status split_inline(resp_parser *p, char *s, size_t n, long long max
                 } else if (s[i] == '\\' && i + 1 < n) {
                     char c;
                     switch (s[i + 1]) {
-                    case 'n':
-                        c = '\n';
-                        break;
-                    case 'r':
-                        c = '\r';
-                        break;
-                    case 't':
-                        c = '\t';
-                        break;
-                    case 'b':
-                        c = '\b';
-                        break;
-                    case 'a':
-                        c = '\a';
-                        break;
-                    default:
-                        c = s[i + 1];
-                        break;
+                    case 'n': c = '\n'; break;
+                    case 'r': c = '\r'; break;
+                    case 't': c = '\t'; break;
+                    case 'b': c = '\b'; break;
+                    case 'a': c = '\a'; break;
+                    default: c = s[i + 1]; break;
                     }
                     s[w++] = c;
                     i += 2;

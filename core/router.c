@@ -29,7 +29,7 @@
 
 /* A channel or a pattern with its subscriptions. */
 typedef struct entry {
-    UT_hash_handle hh; /* in router->channels (channels only) */
+    UT_hash_handle hh;      /* in router->channels (channels only) */
     struct subref **subs;
     size_t n, cap;
     int is_pattern;
@@ -38,19 +38,19 @@ typedef struct entry {
 } entry;
 
 typedef struct subref {
-    UT_hash_handle hh; /* in the subscriber's channels/patterns, key: e */
+    UT_hash_handle hh;      /* in the subscriber's channels/patterns, key: e */
     entry *e;
     subscriber *s;
-    size_t idx; /* position in e->subs */
+    size_t idx;             /* position in e->subs */
 } subref;
 
 typedef struct group {
-    UT_hash_handle hh; /* in router->groups, key: all of key[] (see GROUP_KEY_LEN) */
-    subscriber gs;     /* the group as one pattern subscriber */
+    UT_hash_handle hh;      /* in router->groups, key: all of key[] (see GROUP_KEY_LEN) */
+    subscriber gs;          /* the group as one pattern subscriber */
     struct gmember **members;
-    size_t n, cap, next; /* next: round-robin cursor */
+    size_t n, cap, next;    /* next: round-robin cursor */
     size_t glen, plen, klen;
-    char key[]; /* group name, '\0', pattern, '\0', glen's bytes */
+    char key[];             /* group name, '\0', pattern, '\0', glen's bytes */
 } group;
 
 /* Bytes of a group's key. Names and patterns may hold NUL bytes, so the name's
@@ -59,25 +59,25 @@ typedef struct group {
 #define GROUP_KEY_LEN(glen, plen) ((glen) + (plen) + 2 + sizeof(size_t))
 
 typedef struct gmember {
-    UT_hash_handle hh; /* in the member's groups, key: g */
+    UT_hash_handle hh;      /* in the member's groups, key: g */
     group *g;
     subscriber *s;
-    size_t idx; /* position in g->members */
+    size_t idx;             /* position in g->members */
 } gmember;
 
 static void member_leave(router *r, gmember *m);
 
 struct router {
-    entry *channels;    /* uthash by name */
-    patindex *patterns; /* pattern -> entry */
-    group *groups;      /* uthash by key */
+    entry *channels;        /* uthash by name */
+    patindex *patterns;     /* pattern -> entry */
+    group *groups;          /* uthash by key */
     stats *stats;
     double (*clock)(void *ctx);
     void *clock_ctx;
     uint64_t next_id;
     uint64_t published;
     uint64_t deliveries;
-    uint64_t group_misses; /* events a matching group had no member to take */
+    uint64_t group_misses;  /* events a matching group had no member to take */
 };
 
 /* Creates an empty router; returns NULL if out of memory. */
@@ -298,7 +298,7 @@ typedef struct publish_ctx {
     delivery d;
     subscriber *origin;
     size_t receivers;
-    size_t missed; /* groups that found no member to take the event */
+    size_t missed;          /* groups that found no member to take the event */
 } publish_ctx;
 
 /* Delivers to every subscription of entry e except the origin's; returns the
@@ -323,7 +323,8 @@ static int deliver_pattern_cb(void *udata, const char *pat, size_t plen, void *c
     return 0;
 }
 
-size_t router_publish_from(router *r, subscriber *origin, const char *chan, size_t clen, const char *msg, size_t mlen) {
+size_t router_publish_from(router *r, subscriber *origin, const char *chan, size_t clen, const char *msg,
+                           size_t mlen) {
     publish_ctx pc = {.d = {NULL, 0, chan, clen, msg, mlen, ++r->next_id, 0}, .origin = origin};
     pc.d.time_ms = r->clock ? r->clock(r->clock_ctx) : clock_wall_ms();
     unsigned hashv = stats_hash(chan, clen); /* once, for both lookups */
@@ -343,12 +344,8 @@ size_t router_publish(router *r, const char *chan, size_t clen, const char *msg,
     return router_publish_from(r, NULL, chan, clen, msg, mlen);
 }
 
-size_t router_channel_count(const router *r) {
-    return HASH_COUNT(r->channels);
-}
-size_t router_pattern_count(const router *r) {
-    return patindex_count(r->patterns);
-}
+size_t router_channel_count(const router *r) { return HASH_COUNT(r->channels); }
+size_t router_pattern_count(const router *r) { return patindex_count(r->patterns); }
 
 size_t router_numsub(router *r, const char *chan, size_t len) {
     entry *e;
@@ -376,9 +373,7 @@ size_t router_receivers(router *r, const char *chan, size_t len) {
     return n;
 }
 
-stats *router_stats(router *r) {
-    return r->stats;
-}
+stats *router_stats(router *r) { return r->stats; }
 
 /*---- Competing consumers -------------------------------------------------*/
 
@@ -495,7 +490,8 @@ int router_gunsubscribe(router *r, subscriber *s, const char *name, size_t glen,
     return 1;
 }
 
-void router_foreach_group_of(router *r, subscriber *s, const char *name, size_t glen, router_name_fn fn, void *ctx) {
+void router_foreach_group_of(router *r, subscriber *s, const char *name, size_t glen, router_name_fn fn,
+                             void *ctx) {
     (void)r;
     gmember *m, *tmp;
     HASH_ITER(hh, s->groups, m, tmp) {
@@ -504,19 +500,11 @@ void router_foreach_group_of(router *r, subscriber *s, const char *name, size_t 
     }
 }
 
-size_t router_group_count(const router *r) {
-    return HASH_COUNT(r->groups);
-}
+size_t router_group_count(const router *r) { return HASH_COUNT(r->groups); }
 
-uint64_t router_events_published(const router *r) {
-    return r->published;
-}
-uint64_t router_deliveries(const router *r) {
-    return r->deliveries;
-}
-uint64_t router_group_misses(const router *r) {
-    return r->group_misses;
-}
+uint64_t router_events_published(const router *r) { return r->published; }
+uint64_t router_deliveries(const router *r) { return r->deliveries; }
+uint64_t router_group_misses(const router *r) { return r->group_misses; }
 
 void router_set_clock(router *r, double (*clock)(void *ctx), void *ctx) {
     r->clock = clock;
