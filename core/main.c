@@ -211,6 +211,7 @@ int main(int argc, char **argv) {
     commands_init();
     h->router = router_new();
     if (h->router) stats_set_max_names(router_stats(h->router), (size_t)h->cfg.stats_max_names);
+    if (h->router) stats_set_max_name_len(router_stats(h->router), (size_t)h->cfg.stats_max_name_len);
     if (!h->router) {
         log_warning("out of memory");
         return 1;

@@ -29,13 +29,15 @@ struct stats {
     record *names; /* uthash by name */
     record *head, *tail;
     size_t max_names;
-    uint64_t evicted, total;
+    size_t max_name_len; /* longer names are counted in untracked, not copied */
+    uint64_t evicted, total, untracked;
 };
 
 stats *stats_new(size_t max_names) {
     stats *st = calloc(1, sizeof *st);
     if (!st) return NULL;
     st->max_names = max_names ? max_names : 1;
+    st->max_name_len = STATS_DEFAULT_MAX_NAME_LEN;
     return st;
 }
 
@@ -85,6 +87,8 @@ void stats_set_max_names(stats *st, size_t max_names) {
     evict_to(st, st->max_names);
 }
 
+void stats_set_max_name_len(stats *st, size_t max_len) { st->max_name_len = max_len; }
+
 unsigned stats_hash(const char *name, size_t len) {
     unsigned hashv;
     HASH_VALUE(name, len, hashv);
@@ -95,6 +99,10 @@ unsigned stats_hash(const char *name, size_t len) {
  * moved to the front of the LRU list; NULL if out of memory. */
 static record *touch(stats *st, const char *name, size_t len, unsigned hashv) {
     record *r;
+    if (len > st->max_name_len) {
+        st->untracked++;
+        return NULL;
+    }
     HASH_FIND_BYHASHVALUE(hh, st->names, name, len, hashv, r);
     if (r) {
         if (st->head != r) {
@@ -163,6 +171,9 @@ size_t stats_count(const stats *st) {
 }
 uint64_t stats_evicted(const stats *st) {
     return st->evicted;
+}
+uint64_t stats_untracked(const stats *st) {
+    return st->untracked;
 }
 uint64_t stats_total(const stats *st) {
     return st->total;

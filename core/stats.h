@@ -39,6 +39,11 @@ stats *stats_new(size_t max_names);
 void stats_free(stats *st);
 /* Changes the bound, evicting least recently seen names if now over it. */
 void stats_set_max_names(stats *st, size_t max_names);
+/* Names longer than max_len bytes are not tracked (only counted, see
+ * stats_untracked), so the records hold at most max_names * max_len bytes of
+ * names however long the names published are. */
+#define STATS_DEFAULT_MAX_NAME_LEN 1024
+void stats_set_max_name_len(stats *st, size_t max_len);
 
 /* The hash of a name, as the hub's hash tables (uthash) compute it: the
  * router hashes a channel once for its own lookup and this one. */
@@ -53,6 +58,7 @@ void stats_called(stats *st, const char *name, size_t len);
 
 size_t stats_count(const stats *st);     /* names tracked now */
 uint64_t stats_evicted(const stats *st); /* names evicted by the bound */
+uint64_t stats_untracked(const stats *st); /* events whose name was too long to track */
 uint64_t stats_total(const stats *st);   /* events recorded (publishes + calls) */
 
 /* Calls fn for every tracked name matching the glob (all if pat is NULL),

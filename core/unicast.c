@@ -70,9 +70,13 @@ typedef struct held {
     hstr argv[];
 } held;
 
+/* One registration of a connection: in its ucli's hash (by name) and list
+ * (HUB.LISTEN order), so adding, finding and dropping one are O(1). */
 typedef struct uname {
-    char *p;
+    UT_hash_handle hh;
+    struct uname *prev, *next;
     size_t len;
+    char p[];
 } uname;
 
 /* What the unicast layer knows about one connection. */
@@ -80,8 +84,9 @@ typedef struct ucli {
     UT_hash_handle hh; /* u->clis, by connection id */
     uint64_t id;
     conn *c;
-    uname *names; /* its registrations, in HUB.LISTEN order */
-    size_t nnames, capnames;
+    uname *names;             /* its registrations: uthash by name */
+    uname *first, *last;      /* ... and in HUB.LISTEN order */
+    size_t nnames;
     ureq *delivered;          /* requests delivered to it, unanswered */
     ureq *calls, *calls_tail; /* its outstanding HUB.CALLs, oldest first */
     size_t ncalls;
@@ -124,10 +129,10 @@ static ucli *cli_get(unicast *u, conn *c) {
     return k;
 }
 
-static long cli_name_index(const ucli *k, const char *p, size_t len) {
-    for (size_t i = 0; i < k->nnames; i++)
-        if (k->names[i].len == len && memcmp(k->names[i].p, p, len) == 0) return (long)i;
-    return -1;
+static uname *cli_name_find(const ucli *k, const char *p, size_t len) {
+    uname *n;
+    HASH_FIND(hh, k->names, p, len, n);
+    return n;
 }
 
 static void held_clear(ucli *k) {
@@ -559,11 +564,15 @@ static void confirm(conn *c, const char *kind, const char *name, size_t len, siz
 }
 
 /* Drops registration i of k (the registry's and k's copy). */
-static void drop_name(conn *c, ucli *k, size_t i) {
+static void drop_name(conn *c, ucli *k, uname *n) {
     listen_registry *reg = registry(c);
-    if (reg) listen_remove(reg, k->names[i].p, k->names[i].len, c);
-    free(k->names[i].p);
-    memmove(&k->names[i], &k->names[i + 1], (k->nnames - i - 1) * sizeof *k->names);
+    if (reg) listen_remove(reg, n->p, n->len, c);
+    HASH_DEL(k->names, n);
+    if (n->prev) n->prev->next = n->next;
+    else k->first = n->next;
+    if (n->next) n->next->prev = n->prev;
+    else k->last = n->prev;
+    free(n);
     if (--k->nnames == 0) c->flags &= ~CONN_LISTENER;
 }
 
@@ -577,26 +586,25 @@ void cmd_hub_listen(conn *c, int argc, const hstr *argv) {
     }
     for (int i = 1; i < argc; i++) {
         const hstr *n = &argv[i];
-        if (cli_name_index(k, n->p, n->len) < 0) {
-            if (k->nnames == k->capnames) {
-                size_t cap = k->capnames ? k->capnames * 2 : 4;
-                uname *v = realloc(k->names, cap * sizeof *v);
-                if (!v) goto oom;
-                k->names = v;
-                k->capnames = cap;
-            }
-            char *copy = malloc(n->len + 1);
+        if (!cli_name_find(k, n->p, n->len)) {
+            uname *copy = malloc(sizeof *copy + n->len + 1);
             if (!copy) goto oom;
-            memcpy(copy, n->p, n->len);
-            copy[n->len] = '\0';
+            memcpy(copy->p, n->p, n->len);
+            copy->p[n->len] = '\0';
+            copy->len = n->len;
             listener prev;
             int rc = listen_add(reg, n->p, n->len, LISTENER_CONN, c, &prev);
             if (rc < 0) {
                 free(copy);
                 goto oom;
             }
-            k->names[k->nnames].p = copy;
-            k->names[k->nnames++].len = n->len;
+            HASH_ADD_KEYPTR(hh, k->names, copy->p, copy->len, copy);
+            copy->next = NULL;
+            copy->prev = k->last;
+            if (k->last) k->last->next = copy;
+            else k->first = copy;
+            k->last = copy;
+            k->nnames++;
             c->flags |= CONN_LISTENER;
             if (rc == 2) {
                 listener me = {LISTENER_CONN, c};
@@ -615,8 +623,8 @@ void cmd_hub_unlisten(conn *c, int argc, const hstr *argv) {
     ucli *k = u ? cli_find(u, c->id) : NULL;
     if (argc > 1) {
         for (int i = 1; i < argc; i++) {
-            long at = k ? cli_name_index(k, argv[i].p, argv[i].len) : -1;
-            if (at >= 0) drop_name(c, k, (size_t)at);
+            uname *at = k ? cli_name_find(k, argv[i].p, argv[i].len) : NULL;
+            if (at) drop_name(c, k, at);
             confirm(c, "unlisten", argv[i].p, argv[i].len, k ? k->nnames : 0);
         }
         return;
@@ -627,15 +635,15 @@ void cmd_hub_unlisten(conn *c, int argc, const hstr *argv) {
     }
     while (k->nnames) {
         /* confirm first, while the copy of the name is alive */
-        confirm(c, "unlisten", k->names[0].p, k->names[0].len, k->nnames - 1);
-        drop_name(c, k, 0);
+        confirm(c, "unlisten", k->first->p, k->first->len, k->nnames - 1);
+        drop_name(c, k, k->first);
     }
 }
 
 void unicast_reset(conn *c) {
     unicast *u = c->hub->unicast;
     ucli *k = u ? cli_find(u, c->id) : NULL;
-    while (k && k->nnames) drop_name(c, k, k->nnames - 1);
+    while (k && k->nnames) drop_name(c, k, k->last);
     c->flags &= ~CONN_LISTENER;
 }
 
@@ -677,7 +685,7 @@ void unicast_conn_closed(conn *c) {
     ucli *k = u ? cli_find(u, c->id) : NULL;
     if (!k) return;
     /* names first, so nothing new reaches it while its requests fail */
-    while (k->nnames) drop_name(c, k, k->nnames - 1);
+    while (k->nnames) drop_name(c, k, k->last);
     calls_drop(k);
     while (k->delivered) req_complete(k->delivered, OUT_GONE, NULL, 0);
     held_clear(k);
@@ -688,7 +696,6 @@ void unicast_conn_closed(conn *c) {
         if (u->ready_tail == k) u->ready_tail = last;
     }
     HASH_DEL(u->clis, k);
-    free(k->names);
     free(k);
 }
 
@@ -716,11 +723,14 @@ void unicast_free(unicast *u) {
     ucli *k, *kt;
     HASH_ITER(hh, u->clis, k, kt) { /* before the requests: calls_drop touches the unanswered ones */
         // cppcheck-suppress uninitvar ; uthash's iteration macro confuses it
-        for (size_t i = 0; i < k->nnames; i++) free(k->names[i].p);
+        HASH_CLEAR(hh, k->names); /* the table first: it is reached through an entry */
+        for (uname *n = k->first, *next; n; n = next) {
+            next = n->next;
+            free(n);
+        }
         calls_drop(k);
         held_clear(k);
         HASH_DEL(u->clis, k);
-        free(k->names);
         free(k);
     }
     ureq *r, *rt;
