@@ -699,6 +699,17 @@ void unicast_conn_closed(conn *c) {
     free(k);
 }
 
+/* Frees what k owns, without telling anyone (at exit). */
+static void cli_release(ucli *k) {
+    HASH_CLEAR(hh, k->names); /* the table first: it is reached through an entry */
+    for (uname *n = k->first, *next; n; n = next) {
+        next = n->next;
+        free(n);
+    }
+    calls_drop(k);
+    held_clear(k);
+}
+
 unicast *unicast_new(hub *h) {
     unicast *u = calloc(1, sizeof *u);
     if (!u) {
@@ -723,13 +734,7 @@ void unicast_free(unicast *u) {
     ucli *k, *kt;
     HASH_ITER(hh, u->clis, k, kt) { /* before the requests: calls_drop touches the unanswered ones */
         // cppcheck-suppress uninitvar ; uthash's iteration macro confuses it
-        HASH_CLEAR(hh, k->names); /* the table first: it is reached through an entry */
-        for (uname *n = k->first, *next; n; n = next) {
-            next = n->next;
-            free(n);
-        }
-        calls_drop(k);
-        held_clear(k);
+        cli_release(k);
         HASH_DEL(u->clis, k);
         free(k);
     }
