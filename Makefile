@@ -1,6 +1,7 @@
 # luahub -- the four doors: make, make test, make run, make bench.
-# Sources are discovered: every core/*.c is part of the hub, every
-# tests/unit/test_*.c is a unit test linked against the core (minus main.c).
+# Sources are discovered: every .c under core/ (in its layer folders, see
+# core/README.md) is part of the hub, every tests/unit/test_*.c is a unit
+# test linked against the core (minus main.c); tests/unit/ mirrors core/'s folders.
 
 CC      ?= cc
 PORT    ?= 7400
@@ -15,10 +16,10 @@ CFLAGS   := $(CSTD) $(OPT) $(WARN) $(INCS) $(EXTRA_CFLAGS)
 LDLIBS   := -lev $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4) -llua5.4-cjson -lm
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-CORE_SRC := $(wildcard core/*.c)
+CORE_SRC := $(shell find core -name '*.c' | sort)
 LIB_SRC  := $(filter-out core/main.c,$(CORE_SRC))
-UNIT_SRC := $(wildcard tests/unit/test_*.c)
-HDRS     := $(wildcard core/*.h) tests/unit/unit.h
+UNIT_SRC := $(shell find tests/unit -name 'test_*.c' | sort)
+HDRS     := $(shell find core -name '*.h') tests/unit/unit.h
 
 OBJ      := $(patsubst core/%.c,build/obj/%.o,$(CORE_SRC))
 LIB_OBJ  := $(patsubst core/%.c,build/obj/%.o,$(LIB_SRC))
@@ -33,7 +34,8 @@ all: build/luahub
 deps:
 	@scripts/install-deps.sh
 
-build/obj/%.o: core/%.c $(HDRS) | build/obj
+build/obj/%.o: core/%.c $(HDRS)
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 build/luahub: $(OBJ)
@@ -41,20 +43,22 @@ build/luahub: $(OBJ)
 
 # The same hub with AddressSanitizer + UndefinedBehaviorSanitizer: the test
 # suite runs its integration tests against this binary too.
-build/asan/obj/%.o: core/%.c $(HDRS) | build/asan/obj
+build/asan/obj/%.o: core/%.c $(HDRS)
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SANFLAGS) -O1 -c $< -o $@
 
 build/asan/luahub: $(AOBJ)
 	$(CC) $(CFLAGS) $(SANFLAGS) -o $@ $(AOBJ) $(LDLIBS)
 
 # Unit tests always build with the sanitizers.
-build/asan/tests/%: tests/unit/%.c $(ALIB_OBJ) $(HDRS) | build/asan/tests
+build/asan/tests/%: tests/unit/%.c $(ALIB_OBJ) $(HDRS)
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SANFLAGS) -Itests/unit -o $@ $< $(ALIB_OBJ) $(LDLIBS)
 
 asan: build/asan/luahub
 units: $(UNITS)
 
-build/obj build/asan/obj build/asan/tests:
+build/obj:
 	@mkdir -p $@
 
 test: deps
@@ -75,6 +79,7 @@ bench: deps
 	@bench/run.sh $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 lint:
+	scripts/check-layers.py
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
 	  --library=posix -D__GNUC__ -DLLONG_MAX=9223372036854775807LL -Icore -I/usr/include/lua5.4 \
 	  --suppress=missingIncludeSystem \
@@ -82,7 +87,7 @@ lint:
 	luacheck --no-color -q handlers scripts tests/lua
 
 format:
-	clang-format -i core/*.c core/*.h bench/*.c tests/unit/*.c
+	clang-format -i $(CORE_SRC) $(shell find core -name '*.h') bench/*.c $(UNIT_SRC)
 
 clean:
 	rm -rf build

@@ -12,14 +12,15 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "commands.h"
-#include "config.h"
-#include "conn.h"
-#include "handler.h"
-#include "hub.h"
-#include "log.h"
-#include "stats.h"
-#include "unicast.h"
+#include "cmd/commands.h"
+#include "base/config.h"
+#include "net/conn.h"
+#include "lua/handler.h"
+#include "base/hub.h"
+#include "base/log.h"
+#include "route/stats.h"
+#include "net/unicast.h"
+#include "route/listen.h"
 
 /*---- Listeners ----------------------------------------------------------*/
 
@@ -209,10 +210,16 @@ int main(int argc, char **argv) {
     h->start_time = ev_now(h->loop);
     h->tcp_fd = h->unix_fd = -1;
     commands_init();
+    /* how the lower layers reach the higher ones (base/hub.h) */
+    h->up.dispatch = commands_dispatch;
+    h->up.call_runnable = commands_call_runnable;
+    h->up.handler_replaced = handler_upcall_replaced;
+    h->up.handler_name = handler_upcall_name;
+    h->listeners = listen_new();
     h->router = router_new();
     if (h->router) stats_set_max_names(router_stats(h->router), (size_t)h->cfg.stats_max_names);
     if (h->router) stats_set_max_name_len(router_stats(h->router), (size_t)h->cfg.stats_max_name_len);
-    if (!h->router) {
+    if (!h->router || !h->listeners) {
         log_warning("out of memory");
         return 1;
     }
@@ -263,6 +270,7 @@ int main(int argc, char **argv) {
     conn_free_closing(h);
     handlers_free(h->handlers); /* before unicast_free: closing versions forget their hub.call waits */
     unicast_free(h->unicast);
+    listen_free(h->listeners);
     h->unicast = NULL;
     router_free(h->router);
     commands_free();

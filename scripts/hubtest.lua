@@ -39,7 +39,7 @@ local HANDLER_KEYS = {
 }
 
 ---------------------------------------------------------------------------------------
--- Redis glob matching: a port of core/glob.c (Redis 7.0 stringmatchlen semantics).
+-- Redis glob matching: a port of core/route/glob.c (Redis 7.0 stringmatchlen semantics).
 
 local STAR, QUESTION, LBRACKET, RBRACKET = 42, 63, 91, 93
 local BACKSLASH, CARET, DASH = 92, 94, 45
@@ -93,7 +93,7 @@ local function element_match(p, plen, i, c)
 end
 
 -- True if name matches the Redis glob pattern. Single pass that backtracks only to
--- the last `*`, like core/glob.c (no exponential worst case).
+-- the last `*`, like core/route/glob.c (no exponential worst case).
 function hubtest.glob(pattern, name)
   local plen, nlen = #pattern, #name
   if nlen == 0 then return plen == 0 end -- Redis never enters its loop

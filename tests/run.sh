@@ -20,9 +20,10 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0
 
 # --- C unit tests ------------------------------------------------------------
-for t in build/asan/tests/test_*; do
+for t in $(find build/asan/tests -type f -name 'test_*' | sort); do
     [ -x "$t" ] || continue
-    name=$(basename "$t")
+    name=${t#build/asan/tests/}
+    name=${name//\//_}
     log="$LOGDIR/$name.log"
     "$t" >"$log" 2>&1
     rc=$?
@@ -38,6 +39,18 @@ for t in build/asan/tests/test_*; do
     echo "unit $name: ${line:-crashed (rc=$rc)}"
     [ "$rc" = 0 ] || tail -30 "$log"
 done
+
+# --- core/'s layers: includes follow core/LAYERS ---------------------------------
+if /usr/bin/python3 scripts/check-layers.py >"$LOGDIR/layers.log" 2>&1; then
+    add 1 0; echo "layers: $(tail -1 "$LOGDIR/layers.log")"
+else
+    add 0 1; echo "layers: broken"; cat "$LOGDIR/layers.log"
+fi
+if tests/check_layers_selftest.sh >"$LOGDIR/layers-selftest.log" 2>&1; then
+    add 1 0; echo "layers self-test: an upward include and a circle are caught"
+else
+    add 0 1; echo "layers self-test: failed"; cat "$LOGDIR/layers-selftest.log"
+fi
 
 # --- Lua: busted specs and luacheck ---------------------------------------------
 specs=$(ls handlers/spec/*_spec.lua tests/lua/*_spec.lua 2>/dev/null)
