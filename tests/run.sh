@@ -20,10 +20,13 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0
 
 # --- C unit tests ------------------------------------------------------------
-for t in $(find build/asan/tests -type f -name 'test_*' | sort); do
-    [ -x "$t" ] || continue
-    name=${t#build/asan/tests/}
+# one binary per tests/unit/**/test_*.c (stale binaries of removed tests are not run)
+for src in $(find tests/unit -name 'test_*.c' | sort); do
+    rel=${src#tests/unit/}
+    t=build/asan/tests/${rel%.c}
+    name=${rel%.c}
     name=${name//\//_}
+    if [ ! -x "$t" ]; then add 0 1; echo "unit $name: not built"; continue; fi
     log="$LOGDIR/$name.log"
     "$t" >"$log" 2>&1
     rc=$?
