@@ -280,7 +280,11 @@ void handler_destroy(handler *h) {
     HASH_DEL(rt->by_name, h);
     ready_remove(h);
     router_unsubscribe_all(rt->hub->router, &h->sub);
-    listen_remove_owner(rt->listeners, h);
+    /* h's registrations are exactly cur's names (handler_reload.c's switch
+     * keeps them so): removing them by name costs h's names, not the whole
+     * registry's */
+    for (size_t i = 0; h->cur && i < h->cur->nlisten; i++)
+        listen_remove(rt->listeners, h->cur->listen[i].p, h->cur->listen[i].len, h);
     hversion_close(h->cur);
     while (h->draining) {
         hversion *d = h->draining;

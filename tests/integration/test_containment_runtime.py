@@ -13,6 +13,9 @@ from hostile import STALL_BOUND, Watchdog, rss_bytes
 pytestmark = pytest.mark.hub_only
 
 MB = 1024 * 1024
+# ASan's allocator keeps freed memory in quarantine: RSS bounds hold for the
+# plain build only (the sanitizer build still checks liveness and latency).
+RSS_CHECKED = not IS_ASAN
 
 
 def write(hdir, name, text):
@@ -145,7 +148,7 @@ def test_big_events_are_bounded_in_bytes_and_memory_goes_back(start):
         got = [int(x) for x in r.execute_command("HUB.CALL", "blast", "60").decode().split(",")]
         wait_for(lambda: int(r.info("handlers")["handler_queued"]) == 0, what="queue drained")
         wait_for(lambda: int(r.execute_command("HUB.CALL", "sink.seen", "")) == sum(got), what="sink ran")
-    wd.check(max_stall=STALL_BOUND * 2, max_rss=wd.rss_start + 400 * MB)
+    wd.check(max_stall=STALL_BOUND * 2, max_rss=wd.rss_start + 400 * MB if RSS_CHECKED else None)
     # the default handler-queue-memory (64mb) holds 3 events of 20 MB
     assert got[:3] == [1, 1, 1] and 0 < sum(got) < 60, got
     sink = handler_info(r, "sink")
@@ -153,8 +156,9 @@ def test_big_events_are_bounded_in_bytes_and_memory_goes_back(start):
     assert int(r.info("handlers")["handler_dropped"]) == 60 - sum(got)
     assert "handler-queue-memory" in srv.output()
     # freed memory went back to the kernel: no 20 MB block is kept in the heap
-    wait_for(lambda: rss_bytes(srv.pid) < wd.rss_start + 120 * MB, timeout=5,
-             what="RSS back down (now %.0f MB, start %.0f MB)" % (rss_bytes(srv.pid) / 1e6, wd.rss_start / 1e6))
+    if RSS_CHECKED:
+        wait_for(lambda: rss_bytes(srv.pid) < wd.rss_start + 120 * MB, timeout=5,
+                 what="RSS back down (now %.0f MB, start %.0f MB)" % (rss_bytes(srv.pid) / 1e6, wd.rss_start / 1e6))
 
 
 def test_dropped_events_do_not_count_as_received(start):
@@ -224,11 +228,12 @@ def test_many_listen_names_load_and_reload_in_bounded_time(start):
     # so the bound is what the switch adds on top of a load.
     srv = start({})
     r = srv.client(socket_timeout=120)
+    n = 20000 if IS_ASAN else 80000  # ASan: the quadratic load alone outlasts the watchdog
     text = """
 local l = {}
-for i = 1, 80000 do l[i] = "name." .. i end
+for i = 1, %d do l[i] = "name." .. i end
 return { listen = l, on_call = function(ev) return ev.name end }
-"""
+""" % n
     extra = 3.0 if IS_ASAN else 1.5
     with Watchdog(srv) as wd:
         write(srv.handlers_dir, "many.lua", text)
@@ -241,8 +246,8 @@ return { listen = l, on_call = function(ev) return ev.name end }
     assert t_reload < t_load + extra, (t_load, t_reload)
     # a PING that came in during the load may wait for both commands
     wd.check(max_stall=t_load + t_reload + STALL_BOUND)
-    assert r.execute_command("HUB.CALL", "name.79999", "") == b"name.79999"
-    assert int(r.info("handlers")["unicast_names"]) == 80000
+    assert r.execute_command("HUB.CALL", "name.%d" % (n - 1), "") == b"name.%d" % (n - 1)
+    assert int(r.info("handlers")["unicast_names"]) == n
 
 
 # --------------------------------------------------------------------------
@@ -273,7 +278,7 @@ def test_retired_versions_waiting_forever_are_bounded(start):
             wait_for(lambda: int(r.info("handlers")["unicast_pending_calls"]) >= 1, what="waiting")
             assert reload(r, "w", "FORCE")[0].startswith("w: reloaded")
         h = handler_info(r, "w")
-    wd.check(max_rss_growth=60 * MB)
+    wd.check(max_rss_growth=60 * MB if RSS_CHECKED else None)
     assert int(h["draining"]) == 4
     assert int(h["dropped"]) == 46
     assert int(r.info("handlers")["used_memory_lua"]) < 20 * MB
