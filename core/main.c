@@ -1,6 +1,9 @@
 /* main.c -- process start and stop: options, listening sockets, signals, the
  * per-iteration flush, the once-a-second cron and graceful shutdown. */
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -186,6 +189,13 @@ static int fit_maxclients(config *cfg) {
 int main(int argc, char **argv) {
     static hub H;
     hub *h = &H;
+#ifdef __GLIBC__
+    /* Blocks of 256 KB and more (big payloads, queued events, Lua strings)
+     * come from mmap and go back to the kernel when freed. A fixed value
+     * also turns off glibc's dynamic threshold, which after a big free
+     * would keep later big blocks in the heap, where RSS stays high. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+#endif
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             config_usage();

@@ -48,9 +48,14 @@ static const option options[] = {
      "VM instructions per handler invocation (default 10000000)"},
     {"handler-queue-limit", OPT_INT, O(handler_queue_limit), 0, 1, 1LL << 31,
      "events queued per handler before new ones are dropped and counted (default 100000)"},
+    {"handler-queue-memory", OPT_MEM, O(handler_queue_memory), 0, 1024, 1LL << 40,
+     "bytes of events queued per handler before new ones are dropped and counted (default 64mb)"},
+    {"handler-max-draining", OPT_INT, O(handler_max_draining), 0, 0, 1024,
+     "retired versions per handler kept for their hub.call waiters; past it the oldest is closed (default 4)"},
     {"stats-max-names", OPT_INT, O(stats_max_names), 0, 1, 1LL << 31,
      "event names HUB.STATS tracks; past it the least recently seen is evicted (default 10000)"},
-    {"stats-max-name-len", OPT_INT, O(stats_max_name_len), 0, 1, 1LL << 31, "longest event name HUB.STATS tracks; longer ones are only counted (default 1024)"},
+    {"stats-max-name-len", OPT_INT, O(stats_max_name_len), 0, 1, 1LL << 31,
+     "longest event name HUB.STATS tracks; longer ones are only counted (default 1024)"},
     {"call-timeout", OPT_INT, O(call_timeout), 0, 0, 1LL << 31,
      "ms HUB.CALL waits for a remote listener's reply, 0 = forever (default 5000)"},
 };
@@ -75,6 +80,8 @@ void config_defaults(config *cfg) {
     cfg->handler_memory_limit = 64LL * 1024 * 1024;
     cfg->handler_instruction_limit = 10000000;
     cfg->handler_queue_limit = 100000;
+    cfg->handler_queue_memory = 64LL * 1024 * 1024;
+    cfg->handler_max_draining = 4;
     cfg->stats_max_names = 10000;
     cfg->stats_max_name_len = 1024;
     cfg->call_timeout = 5000;

@@ -32,6 +32,8 @@ typedef struct config {
     long long handler_memory_limit;  /* bytes per handler lua_State */
     long long handler_instruction_limit; /* VM instructions per invocation */
     long long handler_queue_limit;   /* events queued per handler */
+    long long handler_queue_memory;  /* bytes of events queued per handler */
+    long long handler_max_draining;  /* retired versions kept per handler */
     long long stats_max_names;       /* event names HUB.STATS tracks (LRU bound) */
     long long stats_max_name_len;    /* longer event names are not tracked by HUB.STATS */
     long long call_timeout;          /* ms a HUB.CALL waits for a remote listener; 0 = forever */

@@ -234,6 +234,7 @@ void info_handlers_section(hub *h, char *buf, size_t *len, size_t cap) {
         queued += x->queue.count;
         if (x->cur) timers += x->cur->ntimers;
     }
+    if (rt) dropped += rt->dropped_gone; /* handlers since unloaded */
     if (*len >= cap) return;
     int w = snprintf(buf + *len, cap - *len,
                      "# Handlers\r\nhandlers:%zu\r\nhandlers_failed:%zu\r\nhandler_events:%llu\r\n"

@@ -7,7 +7,10 @@
  * queue and puts the handler on the ready list. After each poll an ev_check
  * watcher (drain_cb) runs queued events in bounded batches, round-robin over
  * the ready handlers, so a handler publishing to another handler is handled
- * without recursion and clients are served between batches; an ev_idle
+ * without recursion and clients are served between batches. Timers take the
+ * same path: a timer that fires is queued to its handler (hubmod.c) and its
+ * callback runs in the drain, under the same limits, so all the Lua work of
+ * one loop iteration is bounded. An ev_idle
  * watcher is active while anything is queued so the loop does not block.
  * Events for one handler run in publish order, whatever its version: the
  * queue belongs to the handler, which is what makes a reload lose nothing. */
@@ -80,6 +83,9 @@ void handler_error(handler *h, const char *what, const char *err) {
 
 /*---- Delivery and the ready list ----------------------------------------------------*/
 
+/* 1 if h has events or due timers waiting for the drain. */
+static int has_work(const handler *h) { return h->queue.count || h->due_head; }
+
 static void ready_add(handler *h) {
     handlers *rt = h->rt;
     if (h->ready) return;
@@ -91,6 +97,8 @@ static void ready_add(handler *h) {
     rt->nready++;
     if (!ev_is_active(&rt->idle_w)) ev_idle_start(rt->hub->loop, &rt->idle_w);
 }
+
+void handler_wake(handler *h) { ready_add(h); }
 
 static handler *ready_pop(handlers *rt) {
     handler *h = rt->ready_head;
@@ -131,9 +139,12 @@ static size_t pattern_rank(const handler *h, const char *p, size_t len) {
 static void count_drop(handler *h) {
     h->dropped++;
     unsigned long skipped;
+    const config *cfg = &h->rt->hub->cfg;
     if (ratelimit_allow(&h->drop_rl, 0.2, 1, &skipped))
-        log_warning("Handler %s: queue full (handler-queue-limit %lld), dropping events (%lu dropped so far)",
-                    h->name, h->rt->hub->cfg.handler_queue_limit, (unsigned long)h->dropped);
+        log_warning("Handler %s: queue full (%zu events, %zu bytes; handler-queue-limit %lld, handler-queue-memory "
+                    "%lld), dropping events (%lu dropped so far)",
+                    h->name, h->queue.count, h->queue.bytes, cfg->handler_queue_limit, cfg->handler_queue_memory,
+                    (unsigned long)h->dropped);
 }
 
 /* Queues a copy of d (never runs Lua here). The router calls once per
@@ -141,7 +152,8 @@ static void count_drop(handler *h) {
  * kit), reporting the first of its patterns, in file order, that matched.
  * All calls for one event come within one router_publish, so the id of the
  * last delivery is enough to spot the repeats. Returns 1 if h has the event
- * (queued now or already), 0 if its queue is full or memory ran out. */
+ * (queued now or already), 0 if its queue is full (handler-queue-limit
+ * events or handler-queue-memory bytes) or memory ran out. */
 static int enqueue(handler *h, const delivery *d) {
     if (d->id == h->last_id) {
         hevent *tail = hqueue_tail(&h->queue);
@@ -151,7 +163,9 @@ static int enqueue(handler *h, const delivery *d) {
         }
         return 1;
     }
-    if (h->queue.count >= (size_t)h->rt->hub->cfg.handler_queue_limit) return 0;
+    const config *cfg = &h->rt->hub->cfg;
+    if (h->queue.count >= (size_t)cfg->handler_queue_limit) return 0;
+    if (h->queue.bytes + hevent_size_of(d) > (size_t)cfg->handler_queue_memory) return 0;
     hevent *e = hevent_new(d);
     if (!e || hqueue_push(&h->queue, e) < 0) {
         free(e);
@@ -163,11 +177,18 @@ static int enqueue(handler *h, const delivery *d) {
 }
 
 /* The router's callback for a subscription: an event h cannot queue is
- * dropped and counted, once (its other matches then look like repeats). */
+ * dropped and counted, once (its other matches then look like repeats), and
+ * none of its deliveries count as received (PUBLISH's reply). */
 static void handler_deliver(subscriber *s, const delivery *d) {
     handler *h = s->udata;
+    router *r = h->rt->hub->router;
+    if (d->id == h->drop_id) {
+        router_refused(r);
+        return;
+    }
     if (enqueue(h, d)) return;
-    h->last_id = d->id;
+    h->last_id = h->drop_id = d->id;
+    router_refused(r);
     count_drop(h);
 }
 
@@ -194,11 +215,13 @@ static void run_event(handler *h, hevent *e) {
     }
 }
 
-/* After each poll: run queued events, at most HANDLER_DRAIN_BATCH per handler
- * and HANDLER_DRAIN_MAX (or HANDLER_DRAIN_MS) in all, visiting the handlers
- * that were ready when it started once each; those with events left go to
- * the back of the list. The loop then serves clients and comes back at once
- * (the idle watcher keeps it from blocking). */
+/* After each poll: run due timers and queued events (a handler's due timers
+ * first), at most HANDLER_DRAIN_BATCH per handler and HANDLER_DRAIN_MAX (or
+ * HANDLER_DRAIN_MS) in all, visiting the handlers that were ready when it
+ * started once each; those with work left go to the back of the list. The
+ * clock is read after every callback, so one iteration runs at most
+ * HANDLER_DRAIN_MS plus one callback's time. The loop then serves clients
+ * and comes back at once (the idle watcher keeps it from blocking). */
 static void drain_cb(struct ev_loop *loop, ev_check *w, int revents) {
     (void)revents;
     handlers *rt = w->data;
@@ -207,15 +230,16 @@ static void drain_cb(struct ev_loop *loop, ev_check *w, int revents) {
     for (size_t turns = rt->nready; turns && budget && rt->ready_head; turns--) {
         handler *h = ready_pop(rt);
         size_t batch = HANDLER_DRAIN_BATCH < budget ? HANDLER_DRAIN_BATCH : budget;
-        for (; batch && h->queue.count; batch--, budget--) {
-            hevent *e = hqueue_pop(&h->queue);
-            run_event(h, e);
-            free(e);
-            /* time is up: stop after this one (the clock is read every 16 events) */
-            if ((budget & 15) == 0 && ev_time() > deadline) budget = batch = 1;
+        for (; batch && has_work(h); batch--, budget--) {
+            if (!hubmod_run_due(h)) {
+                hevent *e = hqueue_pop(&h->queue);
+                run_event(h, e);
+                free(e);
+            }
+            if (ev_time() > deadline) budget = batch = 1; /* time is up: stop after this one */
         }
         /* it may already be back: its own publish can queue to itself */
-        if (h->queue.count) ready_add(h);
+        if (has_work(h)) ready_add(h);
     }
     if (!rt->ready_head) ev_idle_stop(loop, &rt->idle_w);
 }
@@ -256,7 +280,11 @@ void handler_destroy(handler *h) {
     HASH_DEL(rt->by_name, h);
     ready_remove(h);
     router_unsubscribe_all(rt->hub->router, &h->sub);
-    listen_remove_owner(rt->listeners, h);
+    /* h's registrations are exactly cur's names (handler_reload.c's switch
+     * keeps them so): removing them by name costs h's names, not the whole
+     * registry's */
+    for (size_t i = 0; h->cur && i < h->cur->nlisten; i++)
+        listen_remove(rt->listeners, h->cur->listen[i].p, h->cur->listen[i].len, h);
     hversion_close(h->cur);
     while (h->draining) {
         hversion *d = h->draining;
@@ -304,6 +332,23 @@ void handler_replaced(handler *h, const char *name, size_t len) {
     }
 }
 
+/* Closes the oldest draining version of h that is not running (the list
+ * is newest first); its waiting callbacks are dropped, counted and logged. */
+static void close_oldest_draining(handler *h) {
+    hversion **oldest = NULL;
+    for (hversion **p = &h->draining; *p; p = &(*p)->retired_next)
+        if (!(*p)->active) oldest = p;
+    if (!oldest) return;
+    hversion *v = *oldest;
+    *oldest = v->retired_next;
+    h->ndraining--;
+    h->dropped += v->nwaits;
+    log_warning("Handler %s: version %d closed with %zu callback(s) still waiting in hub.call "
+                "(handler-max-draining %lld)",
+                h->name, v->number, v->nwaits, h->rt->hub->cfg.handler_max_draining);
+    hversion_close(v);
+}
+
 void handler_retire(handler *h, hversion *old) {
     if (!old) return;
     if (!old->nwaits) {
@@ -315,6 +360,11 @@ void handler_retire(handler *h, hversion *old) {
     old->retired_next = h->draining;
     h->draining = old;
     h->ndraining++;
+    while (h->ndraining > (size_t)h->rt->hub->cfg.handler_max_draining) {
+        size_t before = h->ndraining;
+        close_oldest_draining(h);
+        if (h->ndraining == before) break; /* all running: closed when they finish */
+    }
 }
 
 void handler_drained(hversion *v) {

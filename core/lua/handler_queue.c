@@ -7,6 +7,10 @@
 /* Ring capacity kept when the queue drains; a burst's bigger ring is freed. */
 #define KEEP_CAP 256
 
+size_t hevent_size(const hevent *e) { return sizeof *e + e->clen + e->plen + e->mlen + 3; }
+
+size_t hevent_size_of(const delivery *d) { return sizeof(hevent) + d->clen + (d->pattern ? d->plen : 0) + d->mlen + 3; }
+
 hevent *hevent_new(const delivery *d) {
     size_t plen = d->pattern ? d->plen : 0;
     hevent *e = malloc(sizeof *e + d->clen + plen + d->mlen + 3);
@@ -50,6 +54,7 @@ int hqueue_push(hqueue *q, hevent *e) {
     }
     q->items[(q->head + q->count) % q->cap] = e;
     q->count++;
+    q->bytes += hevent_size(e);
     return 0;
 }
 
@@ -57,6 +62,7 @@ hevent *hqueue_pop(hqueue *q) {
     if (!q->count) return NULL;
     hevent *e = q->items[q->head];
     q->head = (q->head + 1) % q->cap;
+    q->bytes -= hevent_size(e);
     if (--q->count == 0) {
         q->head = 0;
         if (q->cap > KEEP_CAP) {
@@ -76,6 +82,7 @@ hevent *hqueue_replace_tail(hqueue *q, hevent *e) {
     size_t i = (q->head + q->count - 1) % q->cap;
     hevent *old = q->items[i];
     q->items[i] = e;
+    q->bytes = q->bytes - hevent_size(old) + hevent_size(e);
     return old;
 }
 

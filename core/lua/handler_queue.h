@@ -4,8 +4,9 @@
  * The queue belongs to the handler, not to a version of it, so a reload
  * neither loses nor repeats an event: whatever is queued at the switch is run
  * by the new version, in publish order. The queue is a ring of pointers that
- * grows on demand; its bound (handler-queue-limit) is enforced by the caller,
- * which counts what it refuses as dropped. */
+ * grows on demand and counts the bytes it holds; its bounds (handler-queue-limit
+ * events, handler-queue-memory bytes) are enforced by the caller, which
+ * counts what it refuses as dropped. */
 #ifndef LUAHUB_HANDLER_QUEUE_H
 #define LUAHUB_HANDLER_QUEUE_H
 
@@ -27,10 +28,15 @@ typedef struct hevent {
 typedef struct hqueue {
     hevent **items;
     size_t head, count, cap;
+    size_t bytes; /* hevent_size of every queued event (handler-queue-memory) */
 } hqueue;
 
 /* Copies a delivery; NULL if out of memory. Free with free(). */
 hevent *hevent_new(const delivery *d);
+
+/* The bytes e holds (its allocation), or that a copy of d would hold. */
+size_t hevent_size(const hevent *e);
+size_t hevent_size_of(const delivery *d);
 
 void hqueue_init(hqueue *q);
 /* Appends e; returns 0, or -1 if out of memory (e is then not queued). */

@@ -73,9 +73,73 @@ static int unchanged(const handler *h, const char *src, size_t len) {
 
 /*---- The switch -------------------------------------------------------------------*/
 
-static int has_str(const hstrv *list, size_t n, const hstrv *s) {
-    for (size_t i = 0; i < n; i++)
-        if (list[i].len == s->len && memcmp(list[i].p, s->p, s->len) == 0) return 1;
+/* A sorted view of a list of strings, for membership tests in O(log n):
+ * a switch compares two versions' lists, which may hold many thousands of
+ * names, in n log n rather than n * m. */
+typedef struct strset {
+    const hstrv **v;
+    size_t n;
+} strset;
+
+static int hstrv_cmp(const hstrv *a, const hstrv *b) {
+    if (a->len != b->len) return a->len < b->len ? -1 : 1;
+    return memcmp(a->p, b->p, a->len);
+}
+
+static int strset_cmp(const void *a, const void *b) {
+    return hstrv_cmp(*(const hstrv *const *)a, *(const hstrv *const *)b);
+}
+
+/* Builds the set of list[0..n); returns 0, or -1 if out of memory. */
+static int strset_init(strset *s, const hstrv *list, size_t n) {
+    s->n = 0;
+    s->v = NULL;
+    if (!n) return 0;
+    if (!(s->v = malloc(n * sizeof *s->v))) return -1;
+    for (size_t i = 0; i < n; i++) s->v[i] = &list[i];
+    qsort(s->v, n, sizeof *s->v, strset_cmp);
+    s->n = n;
+    return 0;
+}
+
+static void strset_free(strset *s) { free(s->v); }
+
+static int strset_has(const strset *s, const hstrv *x) {
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = hstrv_cmp(s->v[mid], x);
+        if (c == 0) return 1;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return 0;
+}
+
+/* The sets a switch between old (may be NULL) and nv compares. */
+typedef struct switch_sets {
+    strset old_sub, old_listen, nv_sub, nv_listen;
+    int same_group; /* both in the same group, or both in none */
+} switch_sets;
+
+static void sets_free(switch_sets *ss) {
+    strset_free(&ss->old_sub);
+    strset_free(&ss->old_listen);
+    strset_free(&ss->nv_sub);
+    strset_free(&ss->nv_listen);
+}
+
+static int sets_init(switch_sets *ss, const hversion *old, const hversion *nv) {
+    memset(ss, 0, sizeof *ss);
+    ss->same_group = old && old->group.len == nv->group.len &&
+                     (!old->group.p || memcmp(old->group.p, nv->group.p, nv->group.len) == 0);
+    if (strset_init(&ss->nv_sub, nv->subscribe, nv->nsubscribe) < 0 ||
+        strset_init(&ss->nv_listen, nv->listen, nv->nlisten) < 0 ||
+        (old && (strset_init(&ss->old_sub, old->subscribe, old->nsubscribe) < 0 ||
+                 strset_init(&ss->old_listen, old->listen, old->nlisten) < 0))) {
+        sets_free(ss);
+        return -1;
+    }
     return 0;
 }
 
@@ -109,20 +173,12 @@ static void sub_remove(handler *h, const hversion *v, const hstrv *pat) {
     else router_punsubscribe(r, &h->sub, pat->p, pat->len);
 }
 
-/* 1 if v (may be NULL) has subscription pat of version w: the same pattern
- * in the same group (or both in none). */
-static int has_sub(const hversion *v, const hversion *w, const hstrv *pat) {
-    if (!v || v->group.len != w->group.len || (v->group.p && memcmp(v->group.p, w->group.p, v->group.len) != 0))
-        return 0;
-    return has_str(v->subscribe, v->nsubscribe, pat);
-}
-
 /* Undoes the subscriptions and names nv added that old does not have. */
-static void switch_rollback(handler *h, hversion *nv, hversion *old) {
+static void switch_rollback(handler *h, hversion *nv, const switch_sets *ss) {
     for (size_t i = 0; i < nv->nsubscribe; i++)
-        if (!has_sub(old, nv, &nv->subscribe[i])) sub_remove(h, nv, &nv->subscribe[i]);
+        if (!ss->same_group || !strset_has(&ss->old_sub, &nv->subscribe[i])) sub_remove(h, nv, &nv->subscribe[i]);
     for (size_t i = 0; i < nv->nlisten; i++)
-        if (!old || !has_str(old->listen, old->nlisten, &nv->listen[i]))
+        if (!strset_has(&ss->old_listen, &nv->listen[i]))
             listen_remove(h->rt->listeners, nv->listen[i].p, nv->listen[i].len, h);
 }
 
@@ -132,6 +188,8 @@ static void switch_rollback(handler *h, hversion *nv, hversion *old) {
  * memory, with nothing changed. */
 static int switch_to(handler *h, hversion *nv) {
     hversion *old = h->cur;
+    switch_sets ss;
+    if (sets_init(&ss, old, nv) < 0) return -1;
     for (size_t i = 0; i < nv->nsubscribe; i++)
         if (sub_add(h, nv, &nv->subscribe[i]) < 0) goto oom;
     for (size_t i = 0; i < nv->nlisten; i++) {
@@ -145,11 +203,12 @@ static int switch_to(handler *h, hversion *nv) {
     }
     if (old) {
         for (size_t i = 0; i < old->nsubscribe; i++)
-            if (!has_sub(nv, old, &old->subscribe[i])) sub_remove(h, old, &old->subscribe[i]);
+            if (!ss.same_group || !strset_has(&ss.nv_sub, &old->subscribe[i])) sub_remove(h, old, &old->subscribe[i]);
         for (size_t i = 0; i < old->nlisten; i++)
-            if (!has_str(nv->listen, nv->nlisten, &old->listen[i]))
+            if (!strset_has(&ss.nv_listen, &old->listen[i]))
                 listen_remove(h->rt->listeners, old->listen[i].p, old->listen[i].len, h);
     }
+    sets_free(&ss);
     h->cur = nv;
     h->version = nv->number;
     h->state = HSTATE_RUNNING;
@@ -157,7 +216,8 @@ static int switch_to(handler *h, hversion *nv) {
     handler_retire(h, old);
     return 0;
 oom:
-    switch_rollback(h, nv, old);
+    switch_rollback(h, nv, &ss);
+    sets_free(&ss);
     return -1;
 }
 
@@ -173,14 +233,19 @@ static int load_version(handler *h, const char *src, size_t len, char **err) {
         set_fingerprint(h, src, len, NULL);
         return -1;
     }
-    int rc = hversion_load(nv, h->path, src, len, err);
-    if (rc == 0 && (*err = listen_conflict(h, nv))) rc = -1;
+    int rc = hversion_load(nv, h->path, src, len, err), conflict = 0;
+    if (rc == 0 && (*err = listen_conflict(h, nv))) rc = conflict = -1;
     if (rc == 0 && h->cur) rc = hversion_handover(nv, h->cur, err);
     if (rc == 0 && switch_to(h, nv) < 0) {
         *err = strdup("out of memory while switching versions");
         rc = -1;
     }
     set_fingerprint(h, src, len, nv);
+    /* Retried by the next rescan even if the files stay the same: a name
+     * taken by another handler may be free by then, and a handler that
+     * nothing serves must not stay offline as "unchanged" (README, "Hot
+     * reload"). */
+    if (conflict || (rc && !h->cur)) h->fp_valid = 0;
     if (rc) hversion_close(nv);
     return rc;
 }
@@ -190,12 +255,20 @@ static void report(hreload_report_fn fn, void *ctx, const char *name, hreload_ou
     if (fn) fn(ctx, name, o, version, error);
 }
 
-/* Removes handler h (its file is gone). */
+/* Removes handler h (its file is gone). Its queued events and due timers
+ * are dropped: counted in INFO's handler_dropped and logged. */
 static void unload(handler *h, hreload_report_fn fn, void *ctx) {
     char name[256];
     snprintf(name, sizeof name, "%s", h->name);
     int version = h->version;
     handlers *rt = h->rt;
+    size_t queued = h->queue.count, waiting = 0;
+    for (const hversion *d = h->draining; d; d = d->retired_next) waiting += d->nwaits;
+    if (h->cur) waiting += h->cur->nwaits;
+    if (queued || waiting)
+        log_warning("Handler %s: unloaded with %zu queued event(s) and %zu callback(s) waiting in hub.call, dropped",
+                    name, queued, waiting);
+    rt->dropped_gone += h->dropped + queued + waiting;
     handler_destroy(h);
     handlers_publish_lifecycle(rt, "hub.handler.unloaded", name, version, NULL);
     report(fn, ctx, name, HR_UNLOADED, 0, NULL);
@@ -297,15 +370,15 @@ int handlers_reload_all(handlers *rt, int force, hreload_report_fn fn, void *ctx
     char **names = NULL;
     long n = list_dir(rt->dir, &names);
     if (n < 0) return -1;
-    for (long i = 0; i < n; i++) sync_one(rt, names[i], handlers_find(rt, names[i], strlen(names[i])), force, fn, ctx);
-    /* handlers whose file is gone */
+    /* handlers whose file is gone first, so that a renamed file can take
+     * the listen names its old name held */
     handler *h = rt->by_name, *next;
     for (; h; h = next) {
         next = h->hh.next;
-        int found = 0;
-        for (long i = 0; i < n && !found; i++) found = strcmp(names[i], h->name) == 0;
-        if (!found) unload(h, fn, ctx);
+        const char *key = h->name;
+        if (!n || !bsearch(&key, names, (size_t)n, sizeof *names, cmp_str)) unload(h, fn, ctx);
     }
+    for (long i = 0; i < n; i++) sync_one(rt, names[i], handlers_find(rt, names[i], strlen(names[i])), force, fn, ctx);
     for (long i = 0; i < n; i++) free(names[i]);
     free(names);
     return 0;

@@ -64,8 +64,10 @@ struct handler {
     size_t src_len;
     hdep *deps;
     size_t ndeps;
+    uint64_t drop_id;        /* id of the last event dropped (its repeats are refused too) */
+    htimer *due_head, *due_tail; /* timers that fired, waiting for the drain (hubmod.c) */
     ratelimit log_rl, err_rl, drop_rl;
-    handler *ready_next;     /* rt->ready list: handlers with queued events */
+    handler *ready_next;     /* rt->ready list: handlers with queued events or due timers */
     int ready;
 };
 
@@ -78,6 +80,7 @@ struct handlers {
     handler *ready_head, *ready_tail;
     size_t nready;
     uint64_t call_seq;       /* ids of HUB.CALL events */
+    uint64_t dropped_gone;   /* events and waiters dropped with handlers since unloaded */
     char dir[512];           /* handlers directory, no trailing slash */
     char lib_path[560];      /* <dir>/lib/?.lua */
 };
@@ -91,6 +94,10 @@ handler *handler_create(handlers *rt, const char *name);
  * (their waiting callbacks are dropped), drops the queue, frees. */
 void handler_destroy(handler *h);
 handler *handlers_find(handlers *rt, const char *name, size_t len);
+
+/* Puts h on the ready list: the drain will run its queued events and due
+ * timers (hubmod_run_due). */
+void handler_wake(handler *h);
 
 /* Records an error of h: counted, kept as last_error ("<what>: <message>"),
  * logged (rate-limited, traceback at verbose level). */
@@ -115,7 +122,9 @@ void handlers_publish_lifecycle(handlers *rt, const char *event, const char *nam
 
 /* Retires old, the version a reload just replaced: closed now if no
  * coroutine of it waits in hub.call, else kept (timers stopped, no new
- * events or calls) on h->draining until its last waiter finishes. */
+ * events or calls) on h->draining until its last waiter finishes. At most
+ * handler-max-draining versions are kept: past it the oldest is closed, its
+ * waiting callbacks dropped (counted in h->dropped and logged). */
 void handler_retire(handler *h, hversion *old);
 
 /* Closes v if it is a retired version with no waiter left (after one of its
@@ -124,6 +133,12 @@ void handler_drained(hversion *v);
 
 /* Sum of the memory of every serving or draining version. */
 size_t handlers_memory(const handlers *rt);
+
+/*---- hubmod.c (timers) ---------------------------------------------------------*/
+
+/* Runs the oldest due timer of h (one that fired and was queued for the
+ * drain). Returns 1 if one ran, 0 if none is due. */
+int hubmod_run_due(handler *h);
 
 /*---- handler_reload.c -----------------------------------------------------------*/
 
@@ -140,8 +155,11 @@ typedef enum hreload_outcome {
  * NULL. */
 typedef void (*hreload_report_fn)(void *ctx, const char *name, hreload_outcome o, int version, const char *error);
 
-/* Brings every handler in line with the directory: loads new files, reloads
- * changed ones (all if force), unloads deleted ones, in name order. Returns
+/* Brings every handler in line with the directory: unloads deleted files
+ * first, then loads new files and reloads changed ones (all if force), in
+ * name order. A file whose last attempt failed on a listen name held by
+ * another handler, or failed while no version of it serves, is tried again
+ * even if unchanged. Returns
  * 0, or -1 if the directory cannot be read (nothing is unloaded then). */
 int handlers_reload_all(handlers *rt, int force, hreload_report_fn fn, void *ctx);
 

@@ -25,6 +25,8 @@ struct htimer {
     int fn_ref;           /* the callback, in the registry */
     htimer **box;         /* the handle's userdata, NULL once collected */
     htimer *prev, *next;  /* v->timers */
+    htimer *due_prev, *due_next; /* its handler's due list, while queued */
+    int queued;           /* fired, waiting on the due list for the drain */
     int firing;           /* its callback is running */
     int cancelled;        /* cancelled while firing: free when the callback returns */
 };
@@ -41,9 +43,22 @@ static hversion *live_version(lua_State *L, const char *fname) {
 
 static struct ev_loop *loop_of(hversion *v) { return v->h->rt->hub->loop; }
 
+/* Takes t off its handler's due list. */
+static void due_unlink(htimer *t) {
+    if (!t->queued) return;
+    handler *h = t->v->h;
+    if (t->due_prev) t->due_prev->due_next = t->due_next;
+    else h->due_head = t->due_next;
+    if (t->due_next) t->due_next->due_prev = t->due_prev;
+    else h->due_tail = t->due_prev;
+    t->due_prev = t->due_next = NULL;
+    t->queued = 0;
+}
+
 /* Takes t off its version's list and detaches its handle. */
 static void timer_unlink(htimer *t) {
     hversion *v = t->v;
+    due_unlink(t);
     if (t->prev) t->prev->next = t->next;
     else v->timers = t->next;
     if (t->next) t->next->prev = t->prev;
@@ -58,7 +73,7 @@ static void timer_free(htimer *t) {
     free(t);
 }
 
-/* Cancels a pending timer (not yet fired, or repeating). */
+/* Cancels a pending timer (not yet run, or repeating). */
 static void timer_cancel(htimer *t) {
     ev_timer_stop(loop_of(t->v), &t->w);
     timer_unlink(t);
@@ -67,12 +82,31 @@ static void timer_cancel(htimer *t) {
     else timer_free(t);
 }
 
+/* libev's callback: never runs Lua. The timer goes on its handler's due
+ * list and the drain runs its callback (hubmod_run_due) under the drain's
+ * limits. A repeating timer already on the list is not queued twice: the
+ * runs it missed while waiting coalesce into one. */
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)loop, (void)revents;
     htimer *t = w->data;
+    if (t->queued) return;
+    handler *h = t->v->h;
+    t->queued = 1;
+    t->due_next = NULL;
+    t->due_prev = h->due_tail;
+    if (h->due_tail) h->due_tail->due_next = t;
+    else h->due_head = t;
+    h->due_tail = t;
+    handler_wake(h);
+}
+
+int hubmod_run_due(handler *h) {
+    htimer *t = h->due_head;
+    if (!t) return 0;
+    due_unlink(t);
     hversion *v = t->v;
     int ref = t->fn_ref;
-    int once = w->repeat <= 0.0;
+    int once = t->w.repeat <= 0.0;
     /* A one-shot timer is done before its callback runs: cancelling it from
      * inside returns false, as it is no longer pending. libev has already
      * stopped it. */
@@ -90,6 +124,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     } else if (t->cancelled) {
         timer_free(t);
     }
+    return 1;
 }
 
 void hubmod_close_timers(hversion *v) {

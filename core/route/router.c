@@ -78,6 +78,7 @@ struct router {
     uint64_t published;
     uint64_t deliveries;
     uint64_t group_misses;  /* events a matching group had no member to take */
+    size_t refused;         /* deliveries of the publish in progress a subscriber dropped */
 };
 
 /* Creates an empty router; returns NULL if out of memory. */
@@ -333,12 +334,16 @@ size_t router_publish_from(router *r, subscriber *origin, const char *chan, size
     if (e) pc.receivers += deliver_entry(e, &pc);
     if (patindex_count(r->patterns)) patindex_match(r->patterns, chan, clen, deliver_pattern_cb, &pc);
     pc.receivers -= pc.missed;
+    pc.receivers -= r->refused < pc.receivers ? r->refused : pc.receivers;
+    r->refused = 0;
     r->group_misses += pc.missed;
     r->published++;
     r->deliveries += pc.receivers;
     stats_published(r->stats, chan, clen, hashv, pc.receivers, pc.d.time_ms);
     return pc.receivers;
 }
+
+void router_refused(router *r) { r->refused++; }
 
 size_t router_publish(router *r, const char *chan, size_t clen, const char *msg, size_t mlen) {
     return router_publish_from(r, NULL, chan, clen, msg, mlen);

@@ -108,6 +108,11 @@ size_t router_publish(router *r, const char *chan, size_t clen, const char *msg,
 size_t router_publish_from(router *r, subscriber *origin, const char *chan, size_t clen, const char *msg,
                            size_t mlen);
 
+/* Called by a deliver callback that dropped the event it was handed (a Lua
+ * handler's full queue): the publish in progress does not count that
+ * delivery among its receivers. */
+void router_refused(router *r);
+
 /* Introspection for PUBSUB and INFO. */
 size_t router_channel_count(const router *r);
 size_t router_pattern_count(const router *r);

@@ -473,7 +473,7 @@ def test_reload_command_replies_with_what_happened(start):
     write(s.handlers_dir, "new.lua", 'return {}')
     assert reload(r, "new") == ["new: loaded v1"]
     os.remove(os.path.join(str(s.handlers_dir), "b.lua"))
-    assert reload(r) == ["a: unchanged v4", "new: unchanged v1", "b: unloaded"]
+    assert reload(r) == ["b: unloaded", "a: unchanged v4", "new: unchanged v1"]  # unloads first
     with pytest.raises(redis.ResponseError, match="no handler 'ghost'"):
         r.execute_command("HUB.RELOAD", "ghost")
     with pytest.raises(redis.ResponseError, match="invalid handler name"):
@@ -553,8 +553,13 @@ def test_failed_reload_leaves_the_old_version_serving(start, v2, reason):
     h = handlers(r)["c"]
     assert h["state"] == "reload-failed" and h["version"] == 1
     assert reason in h["last_error"]
-    # the same broken file again: unchanged; a fixed file: the next version is 2
-    assert reload(r, "c") == ["c: unchanged v1"]
+    # the same broken file again: unchanged (but a taken listen name is tried
+    # again: it may be free by now); a fixed file: the next version is 2
+    lines = reload(r, "c")
+    if "already taken" in reason:
+        assert len(lines) == 1 and lines[0].startswith("c: failed: ") and reason in lines[0], lines
+    else:
+        assert lines == ["c: unchanged v1"]
     write(s.handlers_dir, "c.lua", counter("v3"))
     assert reload(r, "c") == ["c: reloaded v2"]
     assert call(r, "c.count") == "v3:2:v2"

@@ -81,4 +81,23 @@ TEST(a_drained_burst_gives_its_memory_back) {
     hqueue_clear(&q);
 }
 
+TEST(the_queue_counts_the_bytes_it_holds) {
+    hqueue q;
+    hqueue_init(&q);
+    hevent *a = ev(1, "a*"), *b = ev(2, NULL);
+    size_t sa = hevent_size(a), sb = hevent_size(b);
+    CHECK(sa > sizeof(hevent) && sb > sizeof(hevent) && sa != sb);
+    hqueue_push(&q, a);
+    hqueue_push(&q, b);
+    CHECK(q.bytes == sa + sb);
+    hevent *c = ev(2, "long pattern*");
+    free(hqueue_replace_tail(&q, c));
+    CHECK(q.bytes == sa + hevent_size(c));
+    hevent *e = hqueue_pop(&q);
+    free(e);
+    CHECK(q.bytes == hevent_size(c));
+    hqueue_clear(&q);
+    CHECK(q.bytes == 0);
+}
+
 UNIT_MAIN()
