@@ -52,6 +52,10 @@ int hstr_is(const hstr *a, const char *w);
  * "+", spaces, leading zeros or "-0"); returns 0 on success, -1 otherwise. */
 int hstr_to_ll(const hstr *a, long long *out);
 
+/* Refuses the command (replies the error, returns 1) if any of
+ * argv[first..argc) is longer than pattern-max-len; 0 if they all fit. */
+int cmd_refuse_long_patterns(conn *c, int argc, const hstr *argv, int first);
+
 /* Implementations (cmd_*.c). */
 void cmd_ping(conn *c, int argc, const hstr *argv);
 void cmd_echo(conn *c, int argc, const hstr *argv);
