@@ -87,9 +87,10 @@ void cmd_hub_reply(conn *c, int argc, const hstr *argv);
 void cmd_hub_error(conn *c, int argc, const hstr *argv);
 
 /* Sections the handler runtime contributes to INFO (cmd_hub.c). Appends
- * "# Handlers\r\n..." text to buf at *len (capacity cap). */
-void info_handlers_section(hub *h, char *buf, size_t *len, size_t cap);
+ * "# Handlers\r\n..." text to b (growable: never cut). */
+struct textbuf;
+void info_handlers_section(hub *h, struct textbuf *b);
 /* INFO's "# Events" section: per-event-name statistics (cmd_stats.c). */
-void info_events_section(hub *h, char *buf, size_t *len, size_t cap);
+void info_events_section(hub *h, struct textbuf *b);
 
 #endif

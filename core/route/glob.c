@@ -111,8 +111,7 @@ static int element_match(const unsigned char *p, size_t plen, size_t i, unsigned
 
 /* The backtracking pass: 1 if name matches pat, 0 if not, -1 if it took more
  * than budget steps (budget SIZE_MAX: no limit). */
-static int match_backtrack(const unsigned char *p, size_t plen, const unsigned char *s, size_t nlen,
-                           size_t budget) {
+static int match_backtrack(const unsigned char *p, size_t plen, const unsigned char *s, size_t nlen, size_t budget) {
     size_t pi = 0, si = 0;
     size_t star_pi = SIZE_MAX, star_si = 0; /* resume point after the last `*` */
     unsigned groups = 0;

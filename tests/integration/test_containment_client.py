@@ -292,6 +292,27 @@ def test_many_patterns_in_one_command(server):
     wd.check(max_stall=1.5 * SLOW)
 
 
+@hub_only
+def test_info_is_whole_with_many_handlers_and_a_long_handlers_dir(server_factory, tmp_path):
+    # INFO used to be built in a fixed 8 KB buffer and silently cut; now the
+    # text grows, so every section ends whole whatever the values' lengths.
+    hdir = tmp_path / ("h" * 200) / ("d" * 200)
+    hdir.mkdir(parents=True)
+    for i in range(300):
+        (hdir / ("handler_%03d_%s.lua" % (i, "n" * 100))).write_text(
+            'return { subscribe = { "ev.%d.*" }, on_event = function() end }' % i)
+    srv = server_factory(handlers_dir=str(hdir))
+    c = srv.raw()
+    for args in (("INFO",), ("INFO", "everything"), ("INFO", "server", "handlers", "events")):
+        text = c.call(*args)
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        assert "handlers_dir:%s\r\n" % hdir in text
+        assert "\r\nhandlers:300\r\n" in text
+        assert "\r\npubsub_patterns:300\r\n" in text or args[-1] == "events"
+        assert text.rstrip("\r\n").endswith("consumer_group_misses:0"), text[-200:]
+        assert "\r\n\r\n# Events\r\n" in text
+
+
 # --------------------------------------------------------------------------
 # 6. HUB.STATS bounds the bytes of the names it tracks
 # --------------------------------------------------------------------------
