@@ -27,7 +27,7 @@ AOBJ     := $(patsubst core/%.c,build/asan/obj/%.o,$(CORE_SRC))
 ALIB_OBJ := $(patsubst core/%.c,build/asan/obj/%.o,$(LIB_SRC))
 UNITS    := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps asan units test run bench bench-tools lint format clean
+.PHONY: all deps asan units test run bench bench-tools fuzz fuzz-tools lint format clean
 
 all: build/luahub
 
@@ -58,11 +58,41 @@ build/asan/tests/%: tests/unit/%.c $(ALIB_OBJ) $(HDRS)
 asan: build/asan/luahub
 units: $(UNITS)
 
+# libFuzzer targets (tests/fuzz/fuzz_<name>.c), built with clang and ASan +
+# UBSan, each linked with just the core files it exercises. `make fuzz` runs
+# each for FUZZ_SECONDS, growing a corpus under build/fuzz/ from the committed
+# seeds in tests/fuzz/corpus/<name>/; `make test` replays the seeds once.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := glob resp config
+FUZZ_FLAGS   := $(CSTD) -g -O1 -Icore -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_SRC_glob   := core/route/glob.c
+FUZZ_SRC_resp   := core/net/resp.c
+FUZZ_SRC_config := core/base/config.c core/base/log.c
+FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC_$*)
+
+fuzz-tools: $(FUZZ_BINS)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-tools
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build/fuzz/corpus-$$t build/fuzz/crashes; \
+	    echo "fuzz $$t: $(FUZZ_SECONDS) s"; \
+	    build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=build/fuzz/crashes/$$t- build/fuzz/corpus-$$t tests/fuzz/corpus/$$t \
+	        >build/fuzz/$$t.log 2>&1 || { tail -40 build/fuzz/$$t.log; exit 1; }; \
+	    grep -E '^stat::number_of_executed_units|^stat::new_units_added' build/fuzz/$$t.log; \
+	done
+
 build/obj:
 	@mkdir -p $@
 
 test: deps
-	@$(MAKE) --no-print-directory all asan units bench-tools
+	@$(MAKE) --no-print-directory all asan units bench-tools fuzz-tools
 	@tests/run.sh
 
 run: deps

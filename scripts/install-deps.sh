@@ -9,7 +9,8 @@ libev-dev liblua5.4-dev lua5.4 lua-cjson lua-cjson-dev uthash-dev
 lua-busted lua-check
 redis-server redis-tools
 python3 python3-redis python3-pytest
-gnuplot-nox"
+gnuplot-nox
+clang"
 
 missing=""
 for p in $PKGS; do

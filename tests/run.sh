@@ -55,6 +55,19 @@ else
     add 0 1; echo "layers self-test: failed"; cat "$LOGDIR/layers-selftest.log"
 fi
 
+# --- Fuzz seeds: every libFuzzer target replays its committed corpus once ---------
+# (the builds are the ASan+UBSan libFuzzer ones `make fuzz` runs; -runs=0 only
+# executes the given inputs). One test: any crash or failed check fails it.
+fuzz_ok=1
+for src in tests/fuzz/fuzz_*.c; do
+    t=$(basename "$src" .c); t=${t#fuzz_}
+    if [ ! -x "build/fuzz/fuzz_$t" ] ||
+        ! "build/fuzz/fuzz_$t" -runs=0 "tests/fuzz/corpus/$t" >"$LOGDIR/fuzz-$t.log" 2>&1; then
+        fuzz_ok=0; echo "fuzz seeds $t: failed"; tail -30 "$LOGDIR/fuzz-$t.log"
+    fi
+done
+if [ "$fuzz_ok" = 1 ]; then add 1 0; echo "fuzz seeds: every target replays its corpus cleanly"; else add 0 1; fi
+
 # --- Lua: busted specs and luacheck ---------------------------------------------
 specs=$(ls handlers/spec/*_spec.lua tests/lua/*_spec.lua 2>/dev/null)
 if [ -n "$specs" ]; then

@@ -56,6 +56,8 @@ static const option options[] = {
      "event names HUB.STATS tracks; past it the least recently seen is evicted (default 10000)"},
     {"stats-max-name-len", OPT_INT, O(stats_max_name_len), 0, 1, 1LL << 31,
      "longest event name HUB.STATS tracks; longer ones are only counted (default 1024)"},
+    {"pattern-max-len", OPT_INT, O(pattern_max_len), 0, 1, 1LL << 20,
+     "longest pattern PSUBSCRIBE, HUB.GSUBSCRIBE or a handler may subscribe, in bytes (default 1024)"},
     {"call-timeout", OPT_INT, O(call_timeout), 0, 0, 1LL << 31,
      "ms HUB.CALL waits for a remote listener's reply, 0 = forever (default 5000)"},
 };
@@ -84,6 +86,7 @@ void config_defaults(config *cfg) {
     cfg->handler_max_draining = 4;
     cfg->stats_max_names = 10000;
     cfg->stats_max_name_len = 1024;
+    cfg->pattern_max_len = 1024;
     cfg->call_timeout = 5000;
 }
 

@@ -36,6 +36,7 @@ typedef struct config {
     long long handler_max_draining;  /* retired versions kept per handler */
     long long stats_max_names;       /* event names HUB.STATS tracks (LRU bound) */
     long long stats_max_name_len;    /* longer event names are not tracked by HUB.STATS */
+    long long pattern_max_len;       /* longest PSUBSCRIBE / group / handler pattern, bytes */
     long long call_timeout;          /* ms a HUB.CALL waits for a remote listener; 0 = forever */
 } config;
 

@@ -31,6 +31,7 @@ static void reply_gconfirm(conn *c, const char *kind, const hstr *group, size_t 
 
 /* HUB.GSUBSCRIBE group pattern [pattern ...]: one confirmation per pattern. */
 void cmd_hub_gsubscribe(conn *c, int argc, const hstr *argv) {
+    if (cmd_refuse_long_patterns(c, argc, argv, 2)) return;
     c->sub.gdeliver = conn_gdeliver;
     for (int i = 2; i < argc; i++) {
         if (router_gsubscribe(c->hub->router, &c->sub, argv[1].p, argv[1].len, argv[i].p, argv[i].len) < 0) {

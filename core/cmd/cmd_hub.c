@@ -220,7 +220,7 @@ void cmd_hub_reload(conn *c, int argc, const hstr *argv) {
 
 /*---- INFO -------------------------------------------------------------------------------*/
 
-void info_handlers_section(hub *h, char *buf, size_t *len, size_t cap) {
+void info_handlers_section(hub *h, textbuf *b) {
     handlers *rt = h->handlers;
     size_t n = 0, failed = 0, queued = 0, timers = 0;
     unsigned long long events = 0, calls = 0, errors = 0, dropped = 0;
@@ -235,12 +235,10 @@ void info_handlers_section(hub *h, char *buf, size_t *len, size_t cap) {
         if (x->cur) timers += x->cur->ntimers;
     }
     if (rt) dropped += rt->dropped_gone; /* handlers since unloaded */
-    if (*len >= cap) return;
-    int w = snprintf(buf + *len, cap - *len,
-                     "# Handlers\r\nhandlers:%zu\r\nhandlers_failed:%zu\r\nhandler_events:%llu\r\n"
-                     "handler_calls:%llu\r\nhandler_errors:%llu\r\nhandler_dropped:%llu\r\nhandler_queued:%zu\r\n"
-                     "handler_timers:%zu\r\nunicast_names:%zu\r\nunicast_pending_calls:%zu\r\nused_memory_lua:%zu\r\n\r\n",
-                     n, failed, events, calls, errors, dropped, queued, timers,
-                     rt ? listen_count(rt->listeners) : (size_t)0, unicast_pending(h), rt ? handlers_memory(rt) : 0);
-    if (w > 0) *len = *len + (size_t)w < cap ? *len + (size_t)w : cap - 1;
+    textbuf_printf(b,
+                   "# Handlers\r\nhandlers:%zu\r\nhandlers_failed:%zu\r\nhandler_events:%llu\r\n"
+                   "handler_calls:%llu\r\nhandler_errors:%llu\r\nhandler_dropped:%llu\r\nhandler_queued:%zu\r\n"
+                   "handler_timers:%zu\r\nunicast_names:%zu\r\nunicast_pending_calls:%zu\r\nused_memory_lua:%zu\r\n\r\n",
+                   n, failed, events, calls, errors, dropped, queued, timers,
+                   rt ? listen_count(rt->listeners) : (size_t)0, unicast_pending(h), rt ? handlers_memory(rt) : 0);
 }

@@ -25,7 +25,22 @@ void cmd_subscribe(conn *c, int argc, const hstr *argv) {
     }
 }
 
+/* Patterns are capped (pattern-max-len) so that matching one against a name
+ * costs a bounded number of word operations per name byte (route/glob.h).
+ * The whole command is refused, nothing subscribed, as for Redis's
+ * argument errors. */
+int cmd_refuse_long_patterns(conn *c, int argc, const hstr *argv, int first) {
+    long long max = c->hub->cfg.pattern_max_len;
+    for (int i = first; i < argc; i++)
+        if ((long long)argv[i].len > max) {
+            reply_errorf(c, "ERR pattern is longer than pattern-max-len (%lld bytes)", max);
+            return 1;
+        }
+    return 0;
+}
+
 void cmd_psubscribe(conn *c, int argc, const hstr *argv) {
+    if (cmd_refuse_long_patterns(c, argc, argv, 1)) return;
     for (int i = 1; i < argc; i++) {
         if (router_psubscribe(c->hub->router, &c->sub, argv[i].p, argv[i].len) < 0) {
             reply_error(c, "ERR out of memory");

@@ -228,17 +228,6 @@ void cmd_client(conn *c, int argc, const hstr *argv) {
 
 /*---- INFO ---------------------------------------------------------------*/
 
-/* Appends printf-formatted text to buf at *len, never past cap. */
-static void appendf(char *buf, size_t *len, size_t cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void appendf(char *buf, size_t *len, size_t cap, const char *fmt, ...) {
-    if (*len >= cap) return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf + *len, cap - *len, fmt, ap);
-    va_end(ap);
-    if (n > 0) *len = *len + (size_t)n < cap ? *len + (size_t)n : cap - 1;
-}
-
 /* Resident set size in bytes, from /proc/self/statm; 0 if unknown. */
 static long long rss_bytes(void) {
     FILE *f = fopen("/proc/self/statm", "r");
@@ -262,24 +251,19 @@ static int want(int argc, const hstr *argv, const char *name, int is_default) {
 
 void cmd_info(conn *c, int argc, const hstr *argv) {
     hub *h = c->hub;
-    size_t cap = 8192, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        reply_error(c, "ERR out of memory");
-        return;
-    }
-    buf[0] = '\0';
+    textbuf b = {0}; /* grows: no section is ever cut */
     double now = ev_now(h->loop);
     if (want(argc, argv, "server", 1)) {
         struct utsname u;
         uname(&u);
-        appendf(buf, &len, cap,
-                "# Server\r\nredis_version:%s\r\nluahub_version:%s\r\nredis_mode:standalone\r\nos:%s %s %s\r\n"
-                "arch_bits:%d\r\nmultiplexing_api:%s\r\nprocess_id:%d\r\ntcp_port:%d\r\nuptime_in_seconds:%lld\r\n"
-                "executable:luahub\r\nhandlers_dir:%s\r\n\r\n",
-                LUAHUB_REDIS_COMPAT, LUAHUB_VERSION, u.sysname, u.release, u.machine, (int)(sizeof(void *) * 8),
-                (ev_backend(h->loop) & EVBACKEND_EPOLL) ? "epoll" : "libev", (int)getpid(), h->cfg.port,
-                (long long)(now - h->start_time), h->cfg.handlers_dir);
+        textbuf_printf(
+            &b,
+            "# Server\r\nredis_version:%s\r\nluahub_version:%s\r\nredis_mode:standalone\r\nos:%s %s %s\r\n"
+            "arch_bits:%d\r\nmultiplexing_api:%s\r\nprocess_id:%d\r\ntcp_port:%d\r\nuptime_in_seconds:%lld\r\n"
+            "executable:luahub\r\nhandlers_dir:%s\r\n\r\n",
+            LUAHUB_REDIS_COMPAT, LUAHUB_VERSION, u.sysname, u.release, u.machine, (int)(sizeof(void *) * 8),
+            (ev_backend(h->loop) & EVBACKEND_EPOLL) ? "epoll" : "libev", (int)getpid(), h->cfg.port,
+            (long long)(now - h->start_time), h->cfg.handlers_dir);
     }
     if (want(argc, argv, "clients", 1)) {
         size_t pubsub = 0, blocked = 0;
@@ -287,37 +271,41 @@ void cmd_info(conn *c, int argc, const hstr *argv) {
             pubsub += conn_subscriptions(o) > 0;
             blocked += (o->flags & CONN_BLOCKED) != 0;
         }
-        appendf(buf, &len, cap,
-                "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%lld\r\nblocked_clients:%zu\r\n"
-                "pubsub_clients:%zu\r\n\r\n",
-                h->nconns, h->cfg.maxclients, blocked, pubsub);
+        textbuf_printf(&b,
+                       "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%lld\r\nblocked_clients:%zu\r\n"
+                       "pubsub_clients:%zu\r\n\r\n",
+                       h->nconns, h->cfg.maxclients, blocked, pubsub);
     }
     if (want(argc, argv, "memory", 1)) {
         struct mallinfo2 mi = mallinfo2();
-        appendf(buf, &len, cap, "# Memory\r\nused_memory:%zu\r\nused_memory_rss:%lld\r\n\r\n", mi.uordblks + mi.hblkhd,
-                rss_bytes());
+        textbuf_printf(&b, "# Memory\r\nused_memory:%zu\r\nused_memory_rss:%lld\r\n\r\n", mi.uordblks + mi.hblkhd,
+                       rss_bytes());
     }
     if (want(argc, argv, "stats", 1)) {
-        appendf(buf, &len, cap,
-                "# Stats\r\ntotal_connections_received:%llu\r\ntotal_commands_processed:%llu\r\n"
-                "total_net_input_bytes:%llu\r\ntotal_net_output_bytes:%llu\r\nrejected_connections:%llu\r\n"
-                "client_output_buffer_limit_disconnections:%llu\r\nprotocol_errors:%llu\r\n"
-                "pubsub_channels:%zu\r\npubsub_patterns:%zu\r\ntotal_events_published:%llu\r\n"
-                "total_event_deliveries:%llu\r\n\r\n",
-                (unsigned long long)h->stats.connections_received, (unsigned long long)h->stats.commands,
-                (unsigned long long)h->stats.net_input_bytes, (unsigned long long)h->stats.net_output_bytes,
-                (unsigned long long)h->stats.rejected_connections,
-                (unsigned long long)h->stats.output_limit_disconnections, (unsigned long long)h->stats.protocol_errors,
-                router_channel_count(h->router), router_pattern_count(h->router),
-                (unsigned long long)router_events_published(h->router),
-                (unsigned long long)router_deliveries(h->router));
+        textbuf_printf(&b,
+                       "# Stats\r\ntotal_connections_received:%llu\r\ntotal_commands_processed:%llu\r\n"
+                       "total_net_input_bytes:%llu\r\ntotal_net_output_bytes:%llu\r\nrejected_connections:%llu\r\n"
+                       "client_output_buffer_limit_disconnections:%llu\r\nprotocol_errors:%llu\r\n"
+                       "pubsub_channels:%zu\r\npubsub_patterns:%zu\r\ntotal_events_published:%llu\r\n"
+                       "total_event_deliveries:%llu\r\n\r\n",
+                       (unsigned long long)h->stats.connections_received, (unsigned long long)h->stats.commands,
+                       (unsigned long long)h->stats.net_input_bytes, (unsigned long long)h->stats.net_output_bytes,
+                       (unsigned long long)h->stats.rejected_connections,
+                       (unsigned long long)h->stats.output_limit_disconnections,
+                       (unsigned long long)h->stats.protocol_errors, router_channel_count(h->router),
+                       router_pattern_count(h->router), (unsigned long long)router_events_published(h->router),
+                       (unsigned long long)router_deliveries(h->router));
     }
-    if (want(argc, argv, "handlers", 1)) info_handlers_section(h, buf, &len, cap);
-    if (want(argc, argv, "events", 1)) info_events_section(h, buf, &len, cap);
-    /* drop the blank line after the last section */
-    if (len >= 2 && buf[len - 1] == '\n' && buf[len - 2] == '\r' && len >= 4 && buf[len - 3] == '\n') len -= 2;
-    reply_verbatim(c, buf, len);
-    free(buf);
+    if (want(argc, argv, "handlers", 1)) info_handlers_section(h, &b);
+    if (want(argc, argv, "events", 1)) info_events_section(h, &b);
+    if (b.oom) {
+        reply_error(c, "ERR out of memory");
+    } else {
+        size_t len = b.len; /* drop the blank line after the last section */
+        if (len >= 4 && b.p[len - 1] == '\n' && b.p[len - 2] == '\r' && b.p[len - 3] == '\n') len -= 2;
+        reply_verbatim(c, b.p ? b.p : "", len);
+    }
+    textbuf_free(&b);
 }
 
 /*---- COMMAND ------------------------------------------------------------*/

@@ -66,16 +66,14 @@ void cmd_hub_stats(conn *c, int argc, const hstr *argv) {
     stats_foreach(st, pat, plen, now, reply_entry, &sr);
 }
 
-void info_events_section(hub *h, char *buf, size_t *len, size_t cap) {
+void info_events_section(hub *h, textbuf *b) {
     stats *st = router_stats(h->router);
-    if (*len >= cap) return;
-    int n = snprintf(buf + *len, cap - *len,
-                     "# Events\r\nevent_names_tracked:%zu\r\nevent_names_max:%lld\r\nevent_names_evicted:%llu\r\n"
-                     "event_names_untracked:%llu\r\n"
-                     "event_names_total_events:%llu\r\nconsumer_groups:%zu\r\nconsumer_group_misses:%llu\r\n\r\n",
-                     stats_count(st), h->cfg.stats_max_names, (unsigned long long)stats_evicted(st),
-                     (unsigned long long)stats_untracked(st),
-                     (unsigned long long)stats_total(st), router_group_count(h->router),
-                     (unsigned long long)router_group_misses(h->router));
-    if (n > 0) *len = *len + (size_t)n < cap ? *len + (size_t)n : cap - 1;
+    textbuf_printf(b,
+                   "# Events\r\nevent_names_tracked:%zu\r\nevent_names_max:%lld\r\nevent_names_evicted:%llu\r\n"
+                   "event_names_untracked:%llu\r\n"
+                   "event_names_total_events:%llu\r\nconsumer_groups:%zu\r\nconsumer_group_misses:%llu\r\n\r\n",
+                   stats_count(st), h->cfg.stats_max_names, (unsigned long long)stats_evicted(st),
+                   (unsigned long long)stats_untracked(st),
+                   (unsigned long long)stats_total(st), router_group_count(h->router),
+                   (unsigned long long)router_group_misses(h->router));
 }

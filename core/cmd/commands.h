@@ -52,6 +52,10 @@ int hstr_is(const hstr *a, const char *w);
  * "+", spaces, leading zeros or "-0"); returns 0 on success, -1 otherwise. */
 int hstr_to_ll(const hstr *a, long long *out);
 
+/* Refuses the command (replies the error, returns 1) if any of
+ * argv[first..argc) is longer than pattern-max-len; 0 if they all fit. */
+int cmd_refuse_long_patterns(conn *c, int argc, const hstr *argv, int first);
+
 /* Implementations (cmd_*.c). */
 void cmd_ping(conn *c, int argc, const hstr *argv);
 void cmd_echo(conn *c, int argc, const hstr *argv);
@@ -83,9 +87,10 @@ void cmd_hub_reply(conn *c, int argc, const hstr *argv);
 void cmd_hub_error(conn *c, int argc, const hstr *argv);
 
 /* Sections the handler runtime contributes to INFO (cmd_hub.c). Appends
- * "# Handlers\r\n..." text to buf at *len (capacity cap). */
-void info_handlers_section(hub *h, char *buf, size_t *len, size_t cap);
+ * "# Handlers\r\n..." text to b (growable: never cut). */
+struct textbuf;
+void info_handlers_section(hub *h, struct textbuf *b);
 /* INFO's "# Events" section: per-event-name statistics (cmd_stats.c). */
-void info_events_section(hub *h, char *buf, size_t *len, size_t cap);
+void info_events_section(hub *h, struct textbuf *b);
 
 #endif

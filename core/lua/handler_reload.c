@@ -159,6 +159,21 @@ static char *listen_conflict(handler *h, hversion *nv) {
     return NULL;
 }
 
+/* Finds a pattern of nv longer than pattern-max-len (the cap PSUBSCRIBE
+ * applies too, so no pattern's matching cost escapes it). Returns an error
+ * message (malloc'd) or NULL. */
+static char *pattern_too_long(handler *h, const hversion *nv) {
+    long long max = h->rt->hub->cfg.pattern_max_len;
+    for (size_t i = 0; i < nv->nsubscribe; i++) {
+        if ((long long)nv->subscribe[i].len <= max) continue;
+        char buf[200];
+        snprintf(buf, sizeof buf, "subscribe pattern %zu is %zu bytes, longer than pattern-max-len (%lld bytes)",
+                 i + 1, nv->subscribe[i].len, max);
+        return strdup(buf);
+    }
+    return NULL;
+}
+
 /* A version's subscriptions are its patterns, joined as members of its
  * group when it has one (router.h, "Competing consumers"). */
 static int sub_add(handler *h, const hversion *v, const hstrv *pat) {
@@ -234,6 +249,7 @@ static int load_version(handler *h, const char *src, size_t len, char **err) {
         return -1;
     }
     int rc = hversion_load(nv, h->path, src, len, err), conflict = 0;
+    if (rc == 0 && (*err = pattern_too_long(h, nv))) rc = -1;
     if (rc == 0 && (*err = listen_conflict(h, nv))) rc = conflict = -1;
     if (rc == 0 && h->cur) rc = hversion_handover(nv, h->cur, err);
     if (rc == 0 && switch_to(h, nv) < 0) {

@@ -22,13 +22,28 @@
  *     matches.
  *
  * Redis recurses at every `*` (exponential without its skipLongerMatches
- * cut-off). Here a single pass remembers only the last `*` seen and, on a
- * mismatch, lets that star swallow one more byte and retries: the classic
- * wildcard algorithm, exact because every other element consumes exactly one
- * byte. Work is O(plen * nlen) in the worst case, O(plen + nlen) typically. */
+ * cut-off; CVE-2024-31228 then capped that recursion at 1000 levels, the
+ * guard kept above). Two matchers here, same answers:
+ *
+ *   - glob_match_backtrack: a single pass remembers only the last `*` seen
+ *     and, on a mismatch, lets that star swallow one more byte and retries:
+ *     the classic wildcard algorithm, exact because every other element
+ *     consumes exactly one byte. O(plen + nlen) typically, but O(plen * nlen)
+ *     for `*aaaa...ab?` against `aaaa...`.
+ *   - glob_match_nfa: the pattern as a shift-and automaton over its m
+ *     single-byte elements (state j: the first j matched; a `*` before
+ *     element j+1 is a self-loop on state j), all states advanced at once as
+ *     a bitset: O(m/64 + 1) word operations per name byte, plus O(plen) per
+ *     distinct byte of the name to build that byte's mask. Linear in the name.
+ *
+ * glob_match runs the backtracking pass under a budget of a few steps per
+ * byte and hands the pattern to the automaton when it runs out, so common
+ * patterns keep the cheap path and no pattern costs more than
+ * O(plen + nlen * (plen / 64 + 1)). */
 #include "glob.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 
 /* Redis's range bounds are plain (signed on x86-64) chars: the byte b as a
  * signed char, without relying on implementation-defined conversion. */
@@ -94,16 +109,16 @@ static int element_match(const unsigned char *p, size_t plen, size_t i, unsigned
     }
 }
 
-/* 1 if name matches pat under Redis's rules (see the top of this file),
- * else 0; O(plen * nlen) at worst. */
-int glob_match(const char *pat, size_t plen, const char *name, size_t nlen) {
-    const unsigned char *p = (const unsigned char *)pat, *s = (const unsigned char *)name;
+/* The backtracking pass: 1 if name matches pat, 0 if not, -1 if it took more
+ * than budget steps (budget SIZE_MAX: no limit). */
+static int match_backtrack(const unsigned char *p, size_t plen, const unsigned char *s, size_t nlen, size_t budget) {
     size_t pi = 0, si = 0;
     size_t star_pi = SIZE_MAX, star_si = 0; /* resume point after the last `*` */
     unsigned groups = 0;
 
     if (nlen == 0) return plen == 0; /* Redis never enters its loop */
     while (si < nlen) {
+        if (budget-- == 0) return -1;
         if (pi < plen && p[pi] == '*') {
             while (pi < plen && p[pi] == '*') pi++;
             if (pi == plen) return 1; /* a final star takes the rest */
@@ -126,6 +141,100 @@ int glob_match(const char *pat, size_t plen, const char *name, size_t nlen) {
     }
     while (pi < plen && p[pi] == '*') pi++;
     return pi == plen;
+}
+
+/* 1 if name matches pat (the backtracking pass, unbounded): the reference
+ * the automaton is tested against. */
+int glob_match_backtrack(const char *pat, size_t plen, const char *name, size_t nlen) {
+    return match_backtrack((const unsigned char *)pat, plen, (const unsigned char *)name, nlen, SIZE_MAX);
+}
+
+/* The automaton: 1 if name matches pat, 0 if not, -1 out of memory. */
+static int match_nfa(const unsigned char *p, size_t plen, const unsigned char *s, size_t nlen) {
+    if (nlen == 0) return plen == 0;
+    size_t m = 0, groups = 0;
+    for (size_t i = 0; i < plen;) { /* count elements and non-final star groups */
+        if (p[i] == '*') {
+            while (i < plen && p[i] == '*') i++;
+            if (i < plen) groups++;
+            continue;
+        }
+        element_match(p, plen, i, 0, &i);
+        m++;
+    }
+    if (groups > 1000) return 0; /* Redis's nesting guard: the match never gets past it */
+
+    size_t words = m / 64 + 1; /* states 0..m */
+    size_t *elem = malloc(m * sizeof *elem + 1);
+    uint64_t *mem = calloc((256 + 3) * words, sizeof *mem);
+    unsigned char *built = calloc(256, 1);
+    if (!elem || !mem || !built) {
+        free(elem);
+        free(mem);
+        free(built);
+        return -1;
+    }
+    uint64_t *loop = mem, *d = mem + words, *t = mem + 2 * words, *masks = mem + 3 * words;
+    size_t j = 0;
+    for (size_t i = 0; i < plen;) { /* element starts; self-loops where stars stand */
+        if (p[i] == '*') {
+            while (i < plen && p[i] == '*') i++;
+            loop[j / 64] |= 1ULL << (j % 64);
+            continue;
+        }
+        elem[j++] = i;
+        element_match(p, plen, i, 0, &i);
+    }
+
+    int result = 0;
+    d[0] = 1;
+    for (size_t si = 0; si < nlen; si++) {
+        unsigned char c = s[si];
+        uint64_t *b = masks + (size_t)c * words;
+        if (!built[c]) { /* bit j: element j accepts c */
+            for (size_t k = 0; k < m; k++) {
+                size_t next;
+                if (element_match(p, plen, elem[k], c, &next)) b[k / 64] |= 1ULL << (k % 64);
+            }
+            built[c] = 1;
+        }
+        uint64_t carry = 0, any = 0;
+        for (size_t w = 0; w < words; w++) {
+            uint64_t x = d[w] & b[w];
+            t[w] = (x << 1) | carry | (d[w] & loop[w]);
+            carry = x >> 63;
+            any |= t[w];
+        }
+        uint64_t *swap = d;
+        d = t;
+        t = swap;
+        if (!any) goto done;
+        if ((d[m / 64] & loop[m / 64]) >> (m % 64) & 1) { /* at the final star: the rest matches */
+            result = 1;
+            goto done;
+        }
+    }
+    result = (int)(d[m / 64] >> (m % 64) & 1);
+done:
+    free(elem);
+    free(mem);
+    free(built);
+    return result;
+}
+
+/* 1 if name matches pat (the automaton; the backtracking pass if memory for
+ * the automaton cannot be had). */
+int glob_match_nfa(const char *pat, size_t plen, const char *name, size_t nlen) {
+    int r = match_nfa((const unsigned char *)pat, plen, (const unsigned char *)name, nlen);
+    return r >= 0 ? r : glob_match_backtrack(pat, plen, name, nlen);
+}
+
+/* 1 if name matches pat under Redis's rules (see the top of this file),
+ * else 0: the cheap pass first, the automaton when that gets expensive. */
+int glob_match(const char *pat, size_t plen, const char *name, size_t nlen) {
+    const unsigned char *p = (const unsigned char *)pat, *s = (const unsigned char *)name;
+    int r = match_backtrack(p, plen, s, nlen, 2 * (plen + nlen) + 64);
+    return r >= 0 ? r : glob_match_nfa(pat, plen, name, nlen);
 }
 
 /* Returns the number of leading bytes of pat before the first `*`, `?`, `[`

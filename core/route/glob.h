@@ -11,8 +11,15 @@
 
 #include <stddef.h>
 
-/* 1 if `name` matches `pat`, else 0. Bounded work: never exponential. */
+/* 1 if `name` matches `pat`, else 0. Work is linear in the name for a given
+ * pattern: at most O(plen + nlen * (plen / 64 + 1)), never exponential. */
 int glob_match(const char *pat, size_t plen, const char *name, size_t nlen);
+
+/* The two matchers glob_match chooses between (same answers; for tests):
+ * the backtracking pass, O(plen * nlen) at worst, and the bit-parallel
+ * automaton, O(plen + nlen * (plen / 64 + 1)) always. */
+int glob_match_backtrack(const char *pat, size_t plen, const char *name, size_t nlen);
+int glob_match_nfa(const char *pat, size_t plen, const char *name, size_t nlen);
 
 /* Length of the literal prefix of `pat`: the bytes before the first `*`, `?`,
  * `[` or `\`. Every name the pattern matches starts with those bytes. */

@@ -231,6 +231,52 @@ def test_long_pattern_against_long_channel(server):
 
 
 @hub_only
+def test_many_long_wildcard_patterns_against_long_names(server):
+    # Patterns with no literal prefix and a wildcard in the suffix sit in the
+    # pattern index's scan list: every publish glob-tests all of them. The
+    # backtracking matcher cost pattern x name per pattern (seconds here);
+    # the bit-parallel one costs a few word operations per name byte.
+    sub = server.raw()
+    pats = ["*" + "a" * (240 + i) + "b?" for i in range(12)]
+    sub.send(encode_command("PSUBSCRIBE", *pats))
+    for _ in pats:
+        sub.read_reply()
+    pub = server.raw()
+    name = "a" * (1024 * 1024)
+    with Watchdog(server) as wd:
+        assert pub.call("PUBLISH", name, "x", timeout=120) == 0
+        assert pub.call("PUBLISH", name + "bz", "x", timeout=120) == len(pats)
+    wd.check(max_stall=1.0 * SLOW)
+
+
+@hub_only
+def test_pattern_longer_than_pattern_max_len_is_refused(server_factory, tmp_path):
+    hdir = tmp_path / "handlers"
+    hdir.mkdir()
+    (hdir / "longpat.lua").write_text(
+        'return { subscribe = { "x*", string.rep("y", 65) }, on_event = function() end }')
+    (hdir / "okpat.lua").write_text(
+        'return { subscribe = { string.rep("y", 64) }, on_event = function() end }')
+    srv = server_factory(config={"pattern-max-len": 64}, handlers_dir=str(hdir))
+    c = srv.raw()
+    r = c.call("PSUBSCRIBE", "ok.*", "p" * 65)
+    assert isinstance(r, Error) and b"pattern-max-len" in r and b"64" in r, r
+    r = c.call("HUB.GSUBSCRIBE", "g", "q" * 65)
+    assert isinstance(r, Error) and b"pattern-max-len" in r, r
+    # nothing of the refused command was subscribed; a pattern at the cap is fine
+    assert c.call("PSUBSCRIBE", "p" * 64) == [b"psubscribe", b"p" * 64, 1]
+    h = srv.raw()
+    info = {}
+    flat = h.call("HUB.HANDLERS")
+    for entry in flat:
+        d = dict(zip(entry[::2], entry[1::2]))
+        info[d[b"name"]] = d
+    assert info[b"okpat"][b"state"] == b"running"
+    assert info[b"longpat"][b"state"] == b"failed"
+    assert b"pattern-max-len" in info[b"longpat"][b"last_error"]
+
+
+@hub_only
 def test_many_patterns_in_one_command(server):
     c = server.raw()
     pats = ["p%d*" % i for i in range(200000)]
@@ -244,6 +290,27 @@ def test_many_patterns_in_one_command(server):
         for _ in pats:
             c.read_reply()
     wd.check(max_stall=1.5 * SLOW)
+
+
+@hub_only
+def test_info_is_whole_with_many_handlers_and_a_long_handlers_dir(server_factory, tmp_path):
+    # INFO used to be built in a fixed 8 KB buffer and silently cut; now the
+    # text grows, so every section ends whole whatever the values' lengths.
+    hdir = tmp_path / ("h" * 200) / ("d" * 200)
+    hdir.mkdir(parents=True)
+    for i in range(300):
+        (hdir / ("handler_%03d_%s.lua" % (i, "n" * 100))).write_text(
+            'return { subscribe = { "ev.%d.*" }, on_event = function() end }' % i)
+    srv = server_factory(handlers_dir=str(hdir))
+    c = srv.raw()
+    for args in (("INFO",), ("INFO", "everything"), ("INFO", "server", "handlers", "events")):
+        text = c.call(*args)
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        assert "handlers_dir:%s\r\n" % hdir in text
+        assert "\r\nhandlers:300\r\n" in text
+        assert "\r\npubsub_patterns:300\r\n" in text or args[-1] == "events"
+        assert text.rstrip("\r\n").endswith("consumer_group_misses:0"), text[-200:]
+        assert "\r\n\r\n# Events\r\n" in text
 
 
 # --------------------------------------------------------------------------

@@ -224,6 +224,8 @@ TEST(redis_verified_table) {
         int got = glob_match(c->pat, c->plen, c->name, c->nlen);
         CHECKF(got == c->want, "row %zu: pattern '%.*s' name '%.*s': got %d, want %d", i, (int)c->plen, c->pat,
                (int)c->nlen, c->name, got, c->want);
+        CHECKF(glob_match_backtrack(c->pat, c->plen, c->name, c->nlen) == c->want, "row %zu (backtrack)", i);
+        CHECKF(glob_match_nfa(c->pat, c->plen, c->name, c->nlen) == c->want, "row %zu (automaton)", i);
     }
 }
 
@@ -268,6 +270,62 @@ TEST(redis_star_nesting_limit) {
     CHECK(glob_match(pat, plen, name, 1000));
     plen = repeat(pat, "*", 1, 3000, "a"); /* one group, however many stars */
     CHECK(glob_match(pat, plen, name, 5));
+    /* the automaton applies the same guard */
+    plen = repeat(pat, "*a", 2, 1000, "");
+    CHECK(glob_match_nfa(pat, plen, name, 1000));
+    plen = repeat(pat, "*a", 2, 1001, "");
+    CHECK(!glob_match_nfa(pat, plen, name, 1500));
+    plen = repeat(pat, "*a", 2, 1000, "*");
+    CHECK(glob_match_nfa(pat, plen, name, 1000));
+}
+
+/* The automaton and the backtracking pass agree on random patterns and
+ * names (metacharacters, binary bytes, malformed classes and escapes), and
+ * glob_match, which switches between them, agrees with both. */
+TEST(automaton_agrees_with_backtracking) {
+    static const char palpha[] = "ab*?[]^-\\x\x00\xc0\xff";
+    static const char nalpha[] = "ab]^-\\x\x00\xc0\xff*?[";
+    srand(11);
+    for (int t = 0; t < 300000; t++) {
+        char pat[24], name[40];
+        size_t plen = (size_t)(rand() % 24), nlen = (size_t)(rand() % 40);
+        for (size_t i = 0; i < plen; i++) pat[i] = palpha[rand() % (sizeof palpha - 1)];
+        for (size_t i = 0; i < nlen; i++) name[i] = nalpha[rand() % (sizeof nalpha - 1)];
+        int want = glob_match_backtrack(pat, plen, name, nlen);
+        int nfa = glob_match_nfa(pat, plen, name, nlen), got = glob_match(pat, plen, name, nlen);
+        CHECKF(nfa == want && got == want, "'%.*s' '%.*s': backtrack %d automaton %d glob_match %d", (int)plen, pat,
+               (int)nlen, name, want, nfa, got);
+        if (nfa != want) break;
+    }
+    /* long patterns (more than 64 states: the carry between words) */
+    for (int t = 0; t < 3000; t++) {
+        char pat[300], name[400];
+        size_t plen = 60 + (size_t)(rand() % 240), nlen = (size_t)(rand() % 400);
+        for (size_t i = 0; i < plen; i++) pat[i] = "ab?*"[rand() % (t % 2 ? 3 : 4)];
+        for (size_t i = 0; i < nlen; i++) name[i] = "ab"[rand() % 2];
+        if (t % 3 == 0 && nlen >= plen) /* a name that surely matches a star-less pattern */
+            for (size_t i = 0; i < plen; i++) name[i] = pat[i] == '?' || pat[i] == '*' ? 'a' : pat[i];
+        int want = glob_match_backtrack(pat, plen, name, nlen);
+        CHECKF(glob_match_nfa(pat, plen, name, nlen) == want, "long pattern %d (plen %zu, nlen %zu)", t, plen, nlen);
+    }
+}
+
+/* The pattern that stalled the backtracking pass for seconds is linear here:
+ * `*` a^250 `b?` against a 4 MB name of `a`, many times. */
+TEST(long_star_pattern_against_long_name_is_linear) {
+    size_t nlen = 4u << 20;
+    char *name = malloc(nlen + 2);
+    char pat[300];
+    CHECK(name != NULL);
+    if (!name) return;
+    memset(name, 'a', nlen);
+    size_t plen = repeat(pat, "*", 1, 1, "");
+    plen += repeat(pat + plen, "a", 1, 250, "b?");
+    CHECK(!glob_match(pat, plen, name, nlen));
+    name[nlen] = 'b';
+    name[nlen + 1] = 'z';
+    CHECK(glob_match(pat, plen, name, nlen + 2));
+    free(name);
 }
 
 TEST(every_byte_value) {
