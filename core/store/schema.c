@@ -77,7 +77,8 @@ int store_schema_migrate(sqlite3 *db, const char *path, char **err) {
         }
     }
     snprintf(msg, sizeof msg, "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
-    if (sqlite3_exec(db, msg, NULL, NULL, NULL) != SQLITE_OK || sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    if (sqlite3_exec(db, msg, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         fail(err, path, "cannot commit the schema", sqlite3_errmsg(db));
         goto rollback;
     }

@@ -149,9 +149,9 @@ struct store {
 
     /* shared, under mu */
     pthread_mutex_t mu;
-    pthread_cond_t wcond;   /* the writer waits for work */
-    pthread_cond_t idle;    /* store_load / store_close wait for the writer */
-    pthread_cond_t rcond;   /* the reader waits for requests */
+    pthread_cond_t wcond; /* the writer waits for work */
+    pthread_cond_t idle;  /* store_load / store_close wait for the writer */
+    pthread_cond_t rcond; /* the reader waits for requests */
     batch *queue, **qtail;
     int stop, paused, busy, down;
     struct timespec probe_at;
@@ -217,8 +217,12 @@ static double now_ms(void) {
 
 /* Ids are stored xor 2^63 as signed integers: SQLite compares signed
  * integers, and this keeps the unsigned order (ids above 2^63 included). */
-static int64_t id_col(uint64_t v) { return (int64_t)(v ^ 0x8000000000000000ULL); }
-static uint64_t col_id(int64_t v) { return (uint64_t)v ^ 0x8000000000000000ULL; }
+static int64_t id_col(uint64_t v) {
+    return (int64_t)(v ^ 0x8000000000000000ULL);
+}
+static uint64_t col_id(int64_t v) {
+    return (uint64_t)v ^ 0x8000000000000000ULL;
+}
 
 /* The envelope's checksum: XXH3-64 of the fields, seeded with the XXH3-64 of
  * (sid, ms, seq) little-endian, so a row moved to another id fails too. */
@@ -261,21 +265,52 @@ static void check_row(store *s, uint64_t sid, sqlite3_stmt *st, store_row *row) 
 static char *describe(sqlite3 *db, int rc) {
     const char *kind;
     switch (rc & 0xff) {
-    case SQLITE_FULL: kind = "disk full"; break;
-    case SQLITE_IOERR: kind = "I/O error"; break;
+    case SQLITE_FULL:
+        kind = "disk full";
+        break;
+    case SQLITE_IOERR:
+        kind = "I/O error";
+        break;
     case SQLITE_BUSY:
-    case SQLITE_LOCKED: kind = "database locked"; break;
+    case SQLITE_LOCKED:
+        kind = "database locked";
+        break;
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB: kind = "database corrupt"; break;
+    case SQLITE_NOTADB:
+        kind = "database corrupt";
+        break;
     case SQLITE_READONLY:
     case SQLITE_CANTOPEN:
-    case SQLITE_PERM: kind = "database not writable"; break;
-    case SQLITE_NOMEM: kind = "out of memory"; break;
-    default: kind = "database error"; break;
+    case SQLITE_PERM:
+        kind = "database not writable";
+        break;
+    case SQLITE_NOMEM:
+        kind = "out of memory";
+        break;
+    default:
+        kind = "database error";
+        break;
+    }
+    const char *step = "";
+    switch (db ? sqlite3_extended_errcode(db) : rc) {
+    case SQLITE_IOERR_WRITE:
+        step = " while writing";
+        break;
+    case SQLITE_IOERR_FSYNC:
+    case SQLITE_IOERR_DIR_FSYNC:
+        step = " while syncing";
+        break;
+    case SQLITE_IOERR_READ:
+    case SQLITE_IOERR_SHORT_READ:
+        step = " while reading";
+        break;
+    case SQLITE_IOERR_TRUNCATE:
+        step = " while truncating";
+        break;
     }
     int e = db ? sqlite3_system_errno(db) : 0;
     char *out;
-    if (asprintf(&out, "%s: %s%s%s%s", kind, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), e ? " (" : "",
+    if (asprintf(&out, "%s: %s%s%s%s%s", kind, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), step, e ? " (" : "",
                  e ? strerror(e) : "", e ? ")" : "") < 0)
         return NULL;
     return out;
@@ -287,14 +322,27 @@ static int bind_rec(sqlite3_stmt *st, const rec *r) {
     int n = sqlite3_bind_parameter_count(st), rc = SQLITE_OK;
     for (int p = 1; p <= n && rc == SQLITE_OK; p++) {
         switch (p) {
-        case 1: rc = sqlite3_bind_int64(st, p, (int64_t)r->sid); break;
-        case 2: rc = sqlite3_bind_int64(st, p, id_col(r->id.ms)); break;
-        case 3: rc = sqlite3_bind_int64(st, p, id_col(r->id.seq)); break;
-        case 4: rc = r->a ? sqlite3_bind_blob(st, p, r->a, (int)r->alen, SQLITE_STATIC) : SQLITE_OK; break;
-        case 5: rc = r->b ? sqlite3_bind_blob(st, p, r->b, (int)r->blen, SQLITE_STATIC) : sqlite3_bind_null(st, p);
+        case 1:
+            rc = sqlite3_bind_int64(st, p, (int64_t)r->sid);
             break;
-        case 6: rc = sqlite3_bind_int64(st, p, r->i[0]); break;
-        case 7: rc = sqlite3_bind_int64(st, p, r->i[1]); break;
+        case 2:
+            rc = sqlite3_bind_int64(st, p, id_col(r->id.ms));
+            break;
+        case 3:
+            rc = sqlite3_bind_int64(st, p, id_col(r->id.seq));
+            break;
+        case 4:
+            rc = r->a ? sqlite3_bind_blob(st, p, r->a, (int)r->alen, SQLITE_STATIC) : SQLITE_OK;
+            break;
+        case 5:
+            rc = r->b ? sqlite3_bind_blob(st, p, r->b, (int)r->blen, SQLITE_STATIC) : sqlite3_bind_null(st, p);
+            break;
+        case 6:
+            rc = sqlite3_bind_int64(st, p, r->i[0]);
+            break;
+        case 7:
+            rc = sqlite3_bind_int64(st, p, r->i[1]);
+            break;
         case 9:
             rc = sqlite3_bind_int64(st, p, (int64_t)entry_sum(r->sid, r->id, r->a, r->alen));
             break;
@@ -302,7 +350,7 @@ static int bind_rec(sqlite3_stmt *st, const rec *r) {
             if (p >= 10 && p <= 17 && r->meta) {
                 const store_stream_meta *m = r->meta;
                 uint64_t v[8] = {m->last_id.ms,  m->last_id.seq,  m->max_deleted_id.ms, m->max_deleted_id.seq,
-                                 m->first_id.ms, m->first_id.seq, m->entries_added,      m->length};
+                                 m->first_id.ms, m->first_id.seq, m->entries_added,     m->length};
                 rc = sqlite3_bind_int64(st, p, p <= 15 ? id_col(v[p - 10]) : (int64_t)v[p - 10]);
             }
         }
@@ -600,7 +648,9 @@ static void batch_close(store *s) {
     pthread_mutex_unlock(&s->mu);
 }
 
-static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) { batch_close(w->data); }
+static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
+    batch_close(w->data);
+}
 
 /* Delivers completions on the loop thread, in the order they happened. */
 static void deliver(store *s) {
@@ -642,13 +692,15 @@ static void deliver(store *s) {
     }
 }
 
-static void async_cb(struct ev_loop *loop, ev_async *w, int revents) { deliver(w->data); }
+static void async_cb(struct ev_loop *loop, ev_async *w, int revents) {
+    deliver(w->data);
+}
 
 /* Appends a record to the open batch; a batch that grew past
  * STORE_BATCH_MAX_BYTES is handed to the writer first, so one loop
  * iteration that writes a lot still feeds the writer in bounded pieces. */
-static rec *rec_add(store *s, int op, uint64_t sid, const char *a, size_t alen, const char *b, size_t blen,
-                    int has_b, size_t extra) {
+static rec *rec_add(store *s, int op, uint64_t sid, const char *a, size_t alen, const char *b, size_t blen, int has_b,
+                    size_t extra) {
     if (s->cur_bytes >= STORE_BATCH_MAX_BYTES) batch_close(s);
     size_t size = sizeof(rec) + extra + alen + blen + 2;
     rec *r = calloc(1, size);
@@ -716,10 +768,9 @@ static sqlite3 *open_db(const char *path, int flags, int durability, char **err)
             sqlite3_finalize(st);
         }
         if (rc == SQLITE_OK)
-            rc = sqlite3_exec(db,
-                              durability == STORE_DURABILITY_FSYNC ? "PRAGMA synchronous=FULL"
-                                                                   : "PRAGMA synchronous=NORMAL",
-                              NULL, NULL, NULL);
+            rc = sqlite3_exec(
+                db, durability == STORE_DURABILITY_FSYNC ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+                NULL, NULL, NULL);
     }
     if (rc != SQLITE_OK) {
         char *why = describe(db, rc);
@@ -772,6 +823,11 @@ store *store_open(struct ev_loop *loop, const char *dir, int durability, const s
     s->rdb = open_db(s->path, SQLITE_OPEN_READONLY, durability, err);
     if (!s->rdb) goto fail;
     s->stats.db_bytes = file_size(s->path) + file_size(s->wal_path);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->wdb, "PRAGMA synchronous", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) s->stats.synchronous = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
 
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
         set_err(err, "cannot start the store's writer thread for %s: %s", s->path, strerror(errno));
@@ -841,11 +897,21 @@ void store_close(store *s) {
     free(s);
 }
 
-int store_ok(const store *s) { return s->ok; }
-const char *store_error(const store *s) { return s->error; }
-uint64_t store_seq(const store *s) { return s->cur_nrecs || s->cur_oom ? s->seq : s->seq - 1; }
-uint64_t store_committed(const store *s) { return s->committed; }
-size_t store_backlog_bytes(const store *s) { return atomic_load(&((store *)s)->backlog); }
+int store_ok(const store *s) {
+    return s->ok;
+}
+const char *store_error(const store *s) {
+    return s->error;
+}
+uint64_t store_seq(const store *s) {
+    return s->cur_nrecs || s->cur_oom ? s->seq : s->seq - 1;
+}
+uint64_t store_committed(const store *s) {
+    return s->committed;
+}
+size_t store_backlog_bytes(const store *s) {
+    return atomic_load(&((store *)s)->backlog);
+}
 
 /*---- Mutations ----------------------------------------------------------------------------------*/
 
@@ -858,7 +924,9 @@ void store_stream_put(store *s, uint64_t sid, const char *key, size_t klen, cons
     r->meta->capture = NULL;
 }
 
-void store_stream_del(store *s, uint64_t sid) { rec_add(s, OP_STREAM_DEL, sid, NULL, 0, NULL, 0, 0, 0); }
+void store_stream_del(store *s, uint64_t sid) {
+    rec_add(s, OP_STREAM_DEL, sid, NULL, 0, NULL, 0, 0, 0);
+}
 
 void store_entry_add(store *s, uint64_t sid, streamid id, const char *fields, size_t flen) {
     rec *r = rec_add(s, OP_ENTRY_ADD, sid, fields, flen, NULL, 0, 0, 0);
@@ -895,8 +963,7 @@ void store_consumer_put(store *s, uint64_t sid, const char *group, size_t glen, 
     r->i[1] = active_time_ms;
 }
 
-void store_consumer_del(store *s, uint64_t sid, const char *group, size_t glen, const char *consumer,
-                        size_t clen) {
+void store_consumer_del(store *s, uint64_t sid, const char *group, size_t glen, const char *consumer, size_t clen) {
     rec_add(s, OP_CONSUMER_DEL, sid, group, glen, consumer, clen, 1, 0);
 }
 
@@ -950,8 +1017,8 @@ static sqlite3_stmt *prep(sqlite3 *db, const char *sql, uint64_t sid) {
  * id of the oldest of them in *from (SQLITE_ROW), or SQLITE_DONE when none
  * fits. */
 static int tail_start(sqlite3 *db, uint64_t sid, size_t budget, streamid *from, size_t *used) {
-    sqlite3_stmt *st = prep(db, "SELECT ms, seq, length(fields) FROM entries WHERE sid = ?1 ORDER BY ms DESC, seq DESC",
-                            sid);
+    sqlite3_stmt *st =
+        prep(db, "SELECT ms, seq, length(fields) FROM entries WHERE sid = ?1 ORDER BY ms DESC, seq DESC", sid);
     if (!st) return sqlite3_errcode(db);
     int rc, found = 0;
     *used = 0;
@@ -1034,9 +1101,9 @@ static int load_stream(store *s, const store_loader *l, uint64_t sid, size_t bud
     streamid from = {0, 0};
     rc = tail_start(s->wdb, sid, budget, &from, used);
     if (rc != SQLITE_ROW) return rc;
-    sqlite3_stmt *st = prep(
-        s->wdb, "SELECT ms, seq, fields, sum FROM entries WHERE sid = ?1 AND (ms, seq) >= (?2, ?3) ORDER BY ms, seq",
-        sid);
+    sqlite3_stmt *st =
+        prep(s->wdb,
+             "SELECT ms, seq, fields, sum FROM entries WHERE sid = ?1 AND (ms, seq) >= (?2, ?3) ORDER BY ms, seq", sid);
     if (st) {
         sqlite3_bind_int64(st, 2, id_col(from.ms));
         sqlite3_bind_int64(st, 3, id_col(from.seq));
@@ -1067,8 +1134,13 @@ static int load_streams(store *s, const store_loader *l, uint64_t **sids, size_t
         uint64_t sid = (uint64_t)sqlite3_column_int64(st, 0);
         size_t klen;
         const char *key = blob(st, 1, &klen);
-        store_stream_meta m = {col_sid(st, 2), col_sid(st, 4), col_sid(st, 6), (uint64_t)sqlite3_column_int64(st, 8),
-                               (uint64_t)sqlite3_column_int64(st, 9), NULL, 0};
+        store_stream_meta m = {col_sid(st, 2),
+                               col_sid(st, 4),
+                               col_sid(st, 6),
+                               (uint64_t)sqlite3_column_int64(st, 8),
+                               (uint64_t)sqlite3_column_int64(st, 9),
+                               NULL,
+                               0};
         if (sqlite3_column_type(st, 10) != SQLITE_NULL) m.capture = blob(st, 10, &m.capture_len);
         (*sids)[(*n)++] = sid;
         if (l->stream && l->stream(l->ctx, sid, key, klen, &m)) {

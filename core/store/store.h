@@ -209,6 +209,7 @@ typedef struct store_stats {
     uint64_t reads;            /* cold reads done */
     double last_commit_ms;     /* duration of the last commit */
     uint64_t db_bytes;         /* database + WAL size on disk */
+    int synchronous;           /* PRAGMA synchronous read back from the writer's connection: 2 FULL, 1 NORMAL */
 } store_stats;
 
 void store_get_stats(const store *s, store_stats *out);
