@@ -462,9 +462,13 @@ static void *writer_main(void *arg) {
 
         pthread_mutex_lock(&s->mu);
         s->busy = 0;
-        uint64_t first = list->seq, last = list->seq;
+        uint64_t first = list->seq, last = 0;
         size_t nb = 0, nr = 0;
-        for (batch *b = list; b; b = b->next) last = b->seq, nb++, nr += b->nrecs;
+        for (batch *b = list; b; b = b->next) {
+            last = b->seq;
+            nb++;
+            nr += b->nrecs;
+        }
         if (rc == 0) {
             s->stats.commits++;
             s->stats.batches += nb;
@@ -652,16 +656,15 @@ static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
     batch_close(w->data);
 }
 
-/* Delivers completions on the loop thread, in the order they happened. */
+/* Delivers completions on the loop thread, in the order they happened.
+ * Finished reads are taken one at a time, so a callback that cancels another
+ * finished read (its connection closed) still finds it in `rdone`. */
 static void deliver(store *s) {
     pthread_mutex_lock(&s->mu);
     done_ev *ev = s->events;
     s->events = NULL;
     s->etail = &s->events;
     s->elast = NULL;
-    read_req *reads = s->rdone;
-    s->rdone = NULL;
-    s->rdtail = &s->rdone;
     s->wake_sent = 0;
     pthread_mutex_unlock(&s->mu);
 
@@ -684,11 +687,17 @@ static void deliver(store *s) {
         free(ev);
         ev = n;
     }
-    while (reads) {
-        read_req *n = reads->next;
-        if (!reads->cancelled) reads->done(reads->ctx, reads->err ? NULL : reads->rows, reads->n, reads->err);
-        free_read(reads);
-        reads = n;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        read_req *r = s->rdone;
+        if (r) {
+            s->rdone = r->next;
+            if (!s->rdone) s->rdtail = &s->rdone;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (!r) break;
+        if (!r->cancelled) r->done(r->ctx, r->err ? NULL : r->rows, r->n, r->err);
+        free_read(r);
     }
 }
 

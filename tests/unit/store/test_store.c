@@ -668,6 +668,19 @@ static void on_read(void *ctx, const store_row *rows, size_t n, const char *err)
     g->calls++;
 }
 
+/* A read whose callback cancels another one (its caller went away). */
+typedef struct canceller {
+    got g;
+    store *s;
+    uint64_t victim;
+} canceller;
+
+static void on_read_cancel(void *ctx, const store_row *rows, size_t n, const char *err) {
+    canceller *c = ctx;
+    store_read_cancel(c->s, c->victim);
+    on_read(&c->g, rows, n, err);
+}
+
 static uint64_t read_(store *s, uint64_t a, uint64_t b, size_t count, int rev, got *g) {
     inside_read = 1;
     uint64_t id = store_read(s, 1, sid_(a, 0), sid_(b, UINT64_MAX), count, rev, on_read, g);
@@ -707,6 +720,15 @@ TEST(cold_reads_ascending_descending_count_and_cancel) {
     store_stats st;
     store_get_stats(s, &st);
     CHECK(st.reads >= 5);
+
+    /* a callback cancelling a read that finished with it */
+    canceller killer = {.s = s};
+    got victim = {0}, tail = {0};
+    CHECK(store_read(s, 1, sid_(1, 0), sid_(2, 0), 0, 0, on_read_cancel, &killer) > 0);
+    killer.victim = read_(s, 1, 2, 0, 0, &victim);
+    CHECK(read_(s, 3, 3, 0, 0, &tail) > 0);
+    CHECK(run_until(loop, &tail.calls, 1, 5000));
+    CHECK(killer.g.calls == 1 && victim.calls == 0);
 
     /* a corrupt row in a cold read comes back flagged, without its fields */
     store_close(s);
