@@ -62,7 +62,9 @@ static store *open_in(struct ev_loop *loop, const char *dir, int durability, eve
 }
 
 static char *tmpdir(void) {
-    char *d = strdup("/tmp/luahub-store-XXXXXX");
+    const char *base = getenv("TMPDIR");
+    char *d = NULL;
+    if (asprintf(&d, "%s/luahub-store-XXXXXX", base && *base ? base : "/tmp") < 0) return NULL;
     return mkdtemp(d);
 }
 
