@@ -37,6 +37,10 @@ typedef struct config {
     long long stats_max_names;       /* event names HUB.STATS tracks (LRU bound) */
     long long stats_max_name_len;    /* longer event names are not tracked by HUB.STATS */
     long long call_timeout;          /* ms a HUB.CALL waits for a remote listener; 0 = forever */
+    char dir[512];                   /* data directory (the stream store) */
+    char durability[8];              /* "fsync" or "os" */
+    long long stream_cache_memory;   /* bytes of hot stream entries in memory, all streams */
+    long long stream_max_pending;    /* pending entries per consumer group */
 } config;
 
 /* Fills in every default. */
