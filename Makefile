@@ -13,7 +13,7 @@ CSTD     := -std=c11 -D_GNU_SOURCE
 INCS     := -Icore $(shell pkg-config --cflags lua5.4 2>/dev/null)
 OPT      ?= -O2 -g
 CFLAGS   := $(CSTD) $(OPT) $(WARN) $(INCS) $(EXTRA_CFLAGS)
-LDLIBS   := -lev $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4) -llua5.4-cjson -lm
+LDLIBS   := -lev $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4) -llua5.4-cjson -lm -lsqlite3 -lxxhash -lpthread
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 CORE_SRC := $(shell find core -name '*.c' | sort)

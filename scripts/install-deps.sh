@@ -8,6 +8,7 @@ PKGS="build-essential pkg-config
 libev-dev liblua5.4-dev lua5.4 lua-cjson lua-cjson-dev uthash-dev
 lua-busted lua-check
 redis-server redis-tools
+libsqlite3-dev libxxhash-dev sqlite3
 python3 python3-redis python3-pytest
 gnuplot-nox"
 

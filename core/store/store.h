@@ -32,7 +32,20 @@
  * Sequence numbers: batch seqs start at 1 and grow by one per closed batch;
  * store_seq() is the seq the current (open) batch will carry. A reply that
  * acknowledges durability is released once committed(seq) has reached the
- * store_seq() read when the reply was made. */
+ * store_seq() read when the reply was made. committed(seq) means every batch
+ * up to seq is committed: one call per transaction (or fewer, when the loop
+ * was busy), not one per batch. When the open batch is still empty,
+ * store_seq() is the last closed batch's seq (0 before any), so a reply
+ * made by a command that wrote nothing never waits for a batch that may
+ * never be closed.
+ *
+ * Memory: a batch that grows past STORE_BATCH_MAX_BYTES is closed at once,
+ * mid-iteration, so the writer works on it while the loop goes on (a
+ * command's records may then span two batches; both commit or the later
+ * one fails, and the model reloads from the database on recovery). The
+ * bytes written and not yet committed are store_backlog_bytes(); the store
+ * itself never refuses a record for it: the model refuses writes with an
+ * error while it is above STORE_BACKLOG_LIMIT (the writer fell behind). */
 #ifndef LUAHUB_STORE_H
 #define LUAHUB_STORE_H
 
@@ -66,7 +79,9 @@ typedef struct store_callbacks {
 store *store_open(struct ev_loop *loop, const char *dir, int durability, const store_callbacks *cb, char **err);
 
 /* Closes the current batch, waits for every queued batch to commit (or
- * fail), stops the threads and closes the database. NULL is allowed. */
+ * fail), stops the threads and closes the database. The last committed /
+ * failed callbacks and the results of reads already done are delivered
+ * from inside this call. NULL is allowed. */
 void store_close(store *s);
 
 /* 1 while writes are accepted; 0 after a failure until it recovers. */
@@ -76,6 +91,12 @@ const char *store_error(const store *s);
 /* The seq of the current batch, and the highest committed one. */
 uint64_t store_seq(const store *s);
 uint64_t store_committed(const store *s);
+
+#define STORE_BATCH_MAX_BYTES (1u << 20)
+#define STORE_BACKLOG_LIMIT (64u << 20)
+/* Bytes of records written and not yet committed or failed (the open batch,
+ * the queue and the transaction in flight). */
+size_t store_backlog_bytes(const store *s);
 
 /*---- Stream metadata ------------------------------------------------------------------*/
 
@@ -138,7 +159,10 @@ typedef struct store_row {
 /* Called once per stored object, in this order: every stream, then for each
  * stream its groups, consumers, pending entries and dedup records, then its
  * most recent entries (ascending ids) while their fields fit in the
- * remaining tail_budget bytes (the model's hot window). Pointers are valid
+ * remaining tail_budget bytes (the model's hot window). The budget is
+ * shared fairly: each stream gets what is still unused divided by the
+ * number of streams still to load, so early streams cannot starve later
+ * ones; a stream whose newest entry does not fit gets no tail. Pointers are valid
  * only during the call. A callback returning non-zero stops the load with an
  * error. */
 typedef struct store_loader {
@@ -185,6 +209,7 @@ typedef struct store_stats {
     uint64_t reads;            /* cold reads done */
     double last_commit_ms;     /* duration of the last commit */
     uint64_t db_bytes;         /* database + WAL size on disk */
+    int synchronous;           /* PRAGMA synchronous read back from the writer's connection: 2 FULL, 1 NORMAL */
 } store_stats;
 
 void store_get_stats(const store *s, store_stats *out);
