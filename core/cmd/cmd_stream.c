@@ -37,9 +37,15 @@ static uint64_t now_ms(conn *c) { return (uint64_t)(ev_now(c->hub->loop) * 1000.
 /* 1 if the store takes writes; else replies the error and returns 0. */
 static int writable(conn *c) {
     store *st = streams_store(model(c));
-    if (store_ok(st)) return 1;
-    reply_errorf(c, "ERR store unavailable: %s", store_error(st) ? store_error(st) : "unknown error");
-    return 0;
+    if (!store_ok(st)) {
+        reply_errorf(c, "ERR store unavailable: %s", store_error(st) ? store_error(st) : "unknown error");
+        return 0;
+    }
+    if (store_backlog_bytes(st) > STORE_BACKLOG_LIMIT) {
+        reply_error(c, "ERR store busy: the writer is behind, retry later");
+        return 0;
+    }
+    return 1;
 }
 
 /* Gates c's reply on the current batch if the command wrote anything. */
@@ -1576,17 +1582,18 @@ static void xinfo_stream(conn *c, int argc, const hstr *argv, stream *s) {
     int full = 0;
     long long count = 10;
     if (argc > 3) {
-        if (!hstr_is(&argv[3], "full")) {
-            reply_error(c, SYNTAX_ERR);
+        if (!hstr_is(&argv[3], "full") || (argc != 4 && argc != 6)) {
+            subcommand_syntax(c, &argv[1], "XINFO");
             return;
         }
         full = 1;
-        if (argc == 6 && hstr_is(&argv[4], "count")) {
+        if (argc == 6) {
+            if (!hstr_is(&argv[4], "count")) {
+                subcommand_syntax(c, &argv[1], "XINFO");
+                return;
+            }
             if (get_ll(c, &argv[5], &count, NULL) < 0) return;
             if (count < 0) count = 10;
-        } else if (argc != 4) {
-            reply_error(c, SYNTAX_ERR);
-            return;
         }
     }
     streamid all_a = {0, 0}, all_b = {UINT64_MAX, UINT64_MAX};
