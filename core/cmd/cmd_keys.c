@@ -2,6 +2,7 @@
  * SCAN. The keyspace holds streams only (store/stream.h), so these answer
  * for streams, with Redis's replies. Deleting a stream is durable: the reply
  * is gated on the store's commit like every stream write. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ void cmd_del(conn *c, int argc, const hstr *argv) {
         if (s) {
             streams_delete(m, s);
             n++;
+            cmd_stream_key_deleted(argv[i].p, argv[i].len);
         }
     }
     reply_int(c, n);
@@ -69,8 +71,9 @@ void cmd_scan(conn *c, int argc, const hstr *argv) {
     memcpy(cur, argv[1].p, argv[1].len);
     cur[argv[1].len] = '\0';
     char *end;
+    errno = 0;
     unsigned long long cursor = strtoull(cur, &end, 10);
-    if (*end || cur[0] == '-' || cur[0] == ' ' || cur[0] == '+') {
+    if (*end || errno || cur[0] == '-' || cur[0] == ' ' || cur[0] == '+') {
         reply_error(c, "ERR invalid cursor");
         return;
     }

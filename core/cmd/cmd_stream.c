@@ -222,6 +222,8 @@ static void signal_key(const char *key, size_t klen) {
 
 size_t streams_blocked_readers(void) { return nblocked; }
 
+void cmd_stream_key_deleted(const char *key, size_t klen) { signal_key(key, klen); }
+
 /* The park callbacks: a blocked read that times out answers null. */
 static void release_cb(conn *c, int closing) {
     unblock(c);
@@ -816,10 +818,8 @@ static int parse_xread(conn *c, int argc, const hstr *argv, int group, xread_arg
             x->streams_arg = i + 1;
             x->nstreams = argc - x->streams_arg;
             if (x->nstreams % 2) {
-                reply_errorf(c,
-                             "ERR Unbalanced '%s' list of streams: for each stream key an ID or '%c' must be "
-                             "specified.",
-                             group ? "xreadgroup" : "xread", group ? '>' : '$');
+                reply_error(c, "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be "
+                               "specified.");
                 return -1;
             }
             x->nstreams /= 2;
@@ -876,6 +876,14 @@ static void xread(conn *c, int argc, const hstr *argv, int isgroup) {
         stream *s = streams_find(m, key->p, key->len);
         gs[i] = NULL;
         if (x.group) {
+            if (conn_rerunning(c) && !s) {
+                reply_error(c, "UNBLOCKED the stream key no longer exists");
+                goto out;
+            }
+            if (conn_rerunning(c) && !stream_group_find(s, x.group->p, x.group->len)) {
+                reply_error(c, "NOGROUP the consumer group this client was blocked on no longer exists");
+                goto out;
+            }
             if (!s || !(gs[i] = stream_group_find(s, x.group->p, x.group->len))) {
                 reply_errorf(c, "NOGROUP No such key '%.*s' or consumer group '%.*s' in XREADGROUP with GROUP option",
                              cstrlen(key), key->p, cstrlen(x.group), x.group->p);
@@ -925,7 +933,9 @@ static void xread(conn *c, int argc, const hstr *argv, int isgroup) {
             if (!count || count > room) count = room;
         }
         if (gs[i] && (ids[i].ms != UINT64_MAX || ids[i].seq != UINT64_MAX)) {
-            serve[i] = 2; /* history */
+            /* history: the consumer's pending entries after the id */
+            if (streamid_incr(&ids[i]) < 0) ids[i] = (streamid){UINT64_MAX, UINT64_MAX};
+            serve[i] = 2;
             nserve++;
             continue;
         }
@@ -1424,7 +1434,7 @@ void cmd_xclaim(conn *c, int argc, const hstr *argv) {
         }
         if (nk && minidle && now - nk->time_ms < minidle) continue;
         if (!cons && !(cons = stream_consumer_get(m, s, g, argv[3].p, argv[3].len, now, NULL))) continue;
-        uint64_t deliveries = nk ? nk->deliveries : 0;
+        uint64_t deliveries = nk ? nk->deliveries : 1; /* FORCE makes it with one delivery, as Redis */
         if (retrycount >= 0)
             deliveries = (uint64_t)retrycount;
         else if (!justid)

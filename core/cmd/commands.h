@@ -105,6 +105,8 @@ void cmd_scan(conn *c, int argc, const hstr *argv);
  * connection), and the readers blocked in XREAD/XREADGROUP (INFO). */
 void cmd_stream_wake(void *waiter);
 size_t streams_blocked_readers(void);
+/* A stream key was deleted: its blocked XREADGROUP readers are told. */
+void cmd_stream_key_deleted(const char *key, size_t klen);
 /* INFO's "# Persistence" and "# Streams" sections (cmd_stream.c). */
 void info_streams_sections(hub *h, char *buf, size_t *len, size_t cap, int persistence, int streams);
 
