@@ -279,6 +279,9 @@ int main(int argc, char **argv) {
     }
     log_level = h->cfg.loglevel;
     signal(SIGPIPE, SIG_IGN);
+    /* past RLIMIT_FSIZE a write fails (EFBIG: a store failure, reported and
+     * recovered from) instead of killing the hub */
+    signal(SIGXFSZ, SIG_IGN);
     if (fit_maxclients(&h->cfg)) return 1;
 
     h->loop = ev_default_loop(EVFLAG_AUTO);

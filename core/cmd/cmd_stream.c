@@ -30,9 +30,13 @@ _Static_assert(sizeof(hstr) == sizeof(sstr) && offsetof(hstr, len) == offsetof(s
 
 /*---- Helpers ---------------------------------------------------------------*/
 
-static streams *model(conn *c) { return c->hub->streams; }
+static streams *model(conn *c) {
+    return c->hub->streams;
+}
 
-static uint64_t now_ms(conn *c) { return (uint64_t)(ev_now(c->hub->loop) * 1000.0); }
+static uint64_t now_ms(conn *c) {
+    return (uint64_t)(ev_now(c->hub->loop) * 1000.0);
+}
 
 /* 1 if the store takes writes; else replies the error and returns 0. */
 static int writable(conn *c) {
@@ -220,9 +224,13 @@ static void signal_key(const char *key, size_t klen) {
     }
 }
 
-size_t streams_blocked_readers(void) { return nblocked; }
+size_t streams_blocked_readers(void) {
+    return nblocked;
+}
 
-void cmd_stream_key_deleted(const char *key, size_t klen) { signal_key(key, klen); }
+void cmd_stream_key_deleted(const char *key, size_t klen) {
+    signal_key(key, klen);
+}
 
 /* The park callbacks: a blocked read that times out answers null. */
 static void release_cb(conn *c, int closing) {
@@ -235,7 +243,9 @@ static void timeout_null_cb(conn *c) {
 }
 
 /* The model's wake callback: a cold read for c is done. */
-void cmd_stream_wake(void *waiter) { conn_unpark(waiter); }
+void cmd_stream_wake(void *waiter) {
+    conn_unpark(waiter);
+}
 
 /* Parks c until a cold read is done (its results wait in the model).
  * Returns 0; on failure replies and returns -1 (nothing changed). */
@@ -302,8 +312,8 @@ typedef struct range {
 
 /* Collects [a, b] of s (count 0 = all, rev = descending). Returns 1 when
  * ready, -1 if c was parked (return at once), -2 after an error reply. */
-static int range_collect(conn *c, int argc, const hstr *argv, stream *s, streamid a, streamid b, size_t count,
-                         int rev, range *r) {
+static int range_collect(conn *c, int argc, const hstr *argv, stream *s, streamid a, streamid b, size_t count, int rev,
+                         range *r) {
     memset(r, 0, sizeof *r);
     r->s = s;
     r->a = a;
@@ -353,7 +363,9 @@ static int range_collect(conn *c, int argc, const hstr *argv, stream *s, streami
     return 1;
 }
 
-static size_t range_len(const range *r) { return r->ncold + r->nhot; }
+static size_t range_len(const range *r) {
+    return r->ncold + r->nhot;
+}
 
 /* Calls fn for each entry of the range, in order. */
 typedef void (*range_fn)(conn *c, void *ctx, streamid id, const char *f, size_t flen);
@@ -485,8 +497,8 @@ static int parse_trim(conn *c, int argc, const hstr *argv, int xadd, trim_args *
 /* What an exact trim of s (with `extra` entries about to be added) removes:
  * *below (first kept id) and *n. Returns 1 when known, -1 if c was parked
  * for a cold read, -2 after an error reply. */
-static int trim_plan(conn *c, int argc, const hstr *argv, stream *s, const trim_args *t, int extra,
-                     streamid *below, uint64_t *n) {
+static int trim_plan(conn *c, int argc, const hstr *argv, stream *s, const trim_args *t, int extra, streamid *below,
+                     uint64_t *n) {
     *n = 0;
     uint64_t len = s->meta.length;
     uint64_t cold = len - s->hot;
@@ -712,8 +724,12 @@ static void xrange(conn *c, int argc, const hstr *argv, int rev) {
     done(c);
 }
 
-void cmd_xrange(conn *c, int argc, const hstr *argv) { xrange(c, argc, argv, 0); }
-void cmd_xrevrange(conn *c, int argc, const hstr *argv) { xrange(c, argc, argv, 1); }
+void cmd_xrange(conn *c, int argc, const hstr *argv) {
+    xrange(c, argc, argv, 0);
+}
+void cmd_xrevrange(conn *c, int argc, const hstr *argv) {
+    xrange(c, argc, argv, 1);
+}
 
 void cmd_xdel(conn *c, int argc, const hstr *argv) {
     streams *m = model(c);
@@ -914,8 +930,9 @@ static void xread(conn *c, int argc, const hstr *argv, int isgroup) {
     if (isgroup && !x.noack) {
         for (int i = 0; i < n; i++)
             if (gs[i]->pending >= streams_max_pending(m)) {
-                reply_errorf(c, "ERR the consumer group's pending entries list is full (stream-max-pending %zu): "
-                                "acknowledge entries (XACK) or read with NOACK",
+                reply_errorf(c,
+                             "ERR the consumer group's pending entries list is full (stream-max-pending %zu): "
+                             "acknowledge entries (XACK) or read with NOACK",
                              streams_max_pending(m));
                 goto out;
             }
@@ -1071,8 +1088,12 @@ out:
     free(idbuf);
 }
 
-void cmd_xread(conn *c, int argc, const hstr *argv) { xread(c, argc, argv, 0); }
-void cmd_xreadgroup(conn *c, int argc, const hstr *argv) { xread(c, argc, argv, 1); }
+void cmd_xread(conn *c, int argc, const hstr *argv) {
+    xread(c, argc, argv, 0);
+}
+void cmd_xreadgroup(conn *c, int argc, const hstr *argv) {
+    xread(c, argc, argv, 1);
+}
 
 /*---- XGROUP -------------------------------------------------------------------------------------*/
 
@@ -1728,8 +1749,8 @@ void cmd_xinfo(conn *c, int argc, const hstr *argv) {
     if (hstr_is(sub, "consumers")) {
         sgroup *g = stream_group_find(s, argv[3].p, argv[3].len);
         if (!g) {
-            reply_errorf(c, "NOGROUP No such consumer group '%.*s' for key name '%.*s'", cstrlen(&argv[3]),
-                         argv[3].p, cstrlen(&argv[2]), argv[2].p);
+            reply_errorf(c, "NOGROUP No such consumer group '%.*s' for key name '%.*s'", cstrlen(&argv[3]), argv[3].p,
+                         cstrlen(&argv[2]), argv[2].p);
             return;
         }
         reply_array(c, (long)HASH_COUNT(g->consumers));
@@ -1775,10 +1796,9 @@ void info_streams_sections(hub *h, char *buf, size_t *len, size_t cap, int persi
                          "store_db_bytes:%llu\r\n\r\n",
                          h->cfg.dir, h->cfg.durability, store_ok(st), store_error(st) ? store_error(st) : "",
                          (unsigned long long)store_seq(st), (unsigned long long)store_committed(st),
-                         (unsigned long long)ss.commits, (unsigned long long)ss.batches,
-                         (unsigned long long)ss.records, (unsigned long long)ss.failures,
-                         (unsigned long long)ss.corrupt_entries, (unsigned long long)ss.reads, ss.last_commit_ms,
-                         (unsigned long long)ss.db_bytes);
+                         (unsigned long long)ss.commits, (unsigned long long)ss.batches, (unsigned long long)ss.records,
+                         (unsigned long long)ss.failures, (unsigned long long)ss.corrupt_entries,
+                         (unsigned long long)ss.reads, ss.last_commit_ms, (unsigned long long)ss.db_bytes);
         if (n > 0 && (size_t)n < cap - *len) *len += (size_t)n;
     }
     if (streams_sec) {

@@ -151,10 +151,18 @@ streams *streams_new(store *st, size_t cache_bytes, size_t max_pending, stream_w
     return m;
 }
 
-store *streams_store(streams *m) { return m->st; }
-uint64_t streams_writes(const streams *m) { return m->writes; }
-size_t streams_max_pending(const streams *m) { return m->max_pending; }
-size_t streams_count(const streams *m) { return HASH_CNT(hh, m->by_key); }
+store *streams_store(streams *m) {
+    return m->st;
+}
+uint64_t streams_writes(const streams *m) {
+    return m->writes;
+}
+size_t streams_max_pending(const streams *m) {
+    return m->max_pending;
+}
+size_t streams_count(const streams *m) {
+    return HASH_CNT(hh, m->by_key);
+}
 
 /* Frees a group with its consumers and PEL (memory only). */
 static void group_free(sgroup *g) {
@@ -212,8 +220,12 @@ stream *streams_find(streams *m, const char *key, size_t klen) {
     return s;
 }
 
-stream *streams_first(streams *m) { return m->by_key; }
-stream *streams_next(stream *s) { return s->hh.next; }
+stream *streams_first(streams *m) {
+    return m->by_key;
+}
+stream *streams_next(stream *s) {
+    return s->hh.next;
+}
 
 stream *streams_from_sid(streams *m, uint64_t sid) {
     stream *s;
@@ -308,7 +320,9 @@ static void win_compact(stream *s) {
     }
 }
 
-static size_t entry_size(const sentry *e) { return sizeof *e + e->flen + sizeof(wslot); }
+static size_t entry_size(const sentry *e) {
+    return sizeof *e + e->flen + sizeof(wslot);
+}
 
 /* Frees window slot i's entry (memory only). */
 static void win_drop(streams *m, stream *s, size_t i) {
@@ -667,7 +681,9 @@ static int name_cmp(const char *a, size_t al, const char *b, size_t bl) {
     if (c) return c;
     return al < bl ? -1 : al > bl;
 }
-static int group_order(const sgroup *a, const sgroup *b) { return name_cmp(a->name, a->nlen, b->name, b->nlen); }
+static int group_order(const sgroup *a, const sgroup *b) {
+    return name_cmp(a->name, a->nlen, b->name, b->nlen);
+}
 static int consumer_order(const sconsumer *a, const sconsumer *b) {
     return name_cmp(a->name, a->nlen, b->name, b->nlen);
 }
@@ -950,8 +966,8 @@ static int load_consumer(void *ctx, uint64_t sid, const char *gn, size_t glen, c
     return g && consumer_link(g, cn, clen, seen, active) ? 0 : -1;
 }
 
-static int load_pending(void *ctx, uint64_t sid, const char *gn, size_t glen, streamid id, const char *cn,
-                        size_t clen, uint64_t deliveries, int64_t time_ms) {
+static int load_pending(void *ctx, uint64_t sid, const char *gn, size_t glen, streamid id, const char *cn, size_t clen,
+                        uint64_t deliveries, int64_t time_ms) {
     stream *s = by_sid(ctx, sid);
     sgroup *g = s ? stream_group_find(s, gn, glen) : NULL;
     if (!g) return -1;
@@ -989,7 +1005,9 @@ static int load_entry(void *ctx, uint64_t sid, const store_row *row) {
 }
 
 /* Sorts streams by sid, so creation order (SCAN's cursor) is sid order. */
-static int sid_order(const stream *a, const stream *b) { return a->sid < b->sid ? -1 : a->sid > b->sid; }
+static int sid_order(const stream *a, const stream *b) {
+    return a->sid < b->sid ? -1 : a->sid > b->sid;
+}
 
 int streams_load(streams *m, char **err) {
     stream *s, *tmp;
