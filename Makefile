@@ -97,7 +97,7 @@ test: deps
 
 run: deps
 	@$(MAKE) --no-print-directory all
-	build/luahub --port $(PORT) --handlers $(HANDLERS)
+	build/luahub --port $(PORT) --handlers $(HANDLERS) --dir build/data
 
 bench-tools: build/loadgen
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,6 +25,8 @@
 #include "route/stats.h"
 #include "net/unicast.h"
 #include "route/listen.h"
+#include "store/store.h"
+#include "store/stream.h"
 
 /*---- Listeners ----------------------------------------------------------*/
 
@@ -88,6 +91,7 @@ static int output_pending(hub *h) {
 static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
     (void)revents;
     hub *h = w->data;
+    conn_run_unparked(h);
     conn_flush_pending(h);
     conn_free_closing(h);
     if (h->shutting_down && !output_pending(h)) ev_break(loop, EVBREAK_ALL);
@@ -132,6 +136,67 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents) {
 /* The loop's cached time in ms: event timestamps (see router_set_clock). */
 static double loop_clock_ms(void *ctx) {
     return ev_now(((hub *)ctx)->loop) * 1000.0;
+}
+
+/*---- The store ----------------------------------------------------------*/
+
+/* A transaction committed: entries may leave memory, gated replies go out. */
+static void store_committed_cb(void *ctx, uint64_t seq) {
+    hub *h = ctx;
+    if (h->streams) streams_committed(h->streams, seq);
+    conn_release_gates(h, seq);
+}
+
+/* Batches failed: no client gets an ack for them (their connections close);
+ * writes are refused until the store recovers. */
+static void store_failed_cb(void *ctx, uint64_t first, uint64_t last, const char *why) {
+    hub *h = ctx;
+    log_warning("Store failure (batches %llu..%llu not stored): %s; writes refused until it recovers",
+                (unsigned long long)first, (unsigned long long)last, why ? why : "unknown");
+    conn_fail_gates(h, first, why);
+}
+
+/* The store works again: the database is the truth, reload the model. */
+static void store_recovered_cb(void *ctx) {
+    hub *h = ctx;
+    char *err = NULL;
+    if (h->streams && streams_load(h->streams, &err) < 0) {
+        log_warning("Store recovered but reloading the streams failed: %s", err ? err : "?");
+        free(err);
+        return;
+    }
+    log_notice("Store recovered; streams reloaded from the database");
+}
+
+/* Opens the store in cfg.dir and loads the stream model. Returns 0, or -1
+ * after logging why. */
+static int open_store(hub *h) {
+    store_callbacks cb = {store_committed_cb, store_failed_cb, store_recovered_cb, h};
+    int dur = !strcasecmp(h->cfg.durability, "fsync") ? STORE_DURABILITY_FSYNC : STORE_DURABILITY_OS;
+    char *err = NULL;
+    if (!(h->store = store_open(h->loop, h->cfg.dir, dur, &cb, &err))) {
+        log_warning("Cannot open the stream store in '%s': %s", h->cfg.dir, err ? err : "unknown error");
+        free(err);
+        return -1;
+    }
+    h->streams = streams_new(h->store, (size_t)h->cfg.stream_cache_memory, (size_t)h->cfg.stream_max_pending,
+                             cmd_stream_wake);
+    if (!h->streams) {
+        log_warning("out of memory");
+        return -1;
+    }
+    double t0 = ev_time();
+    if (streams_load(h->streams, &err) < 0) {
+        log_warning("Cannot load the streams from '%s': %s", h->cfg.dir, err ? err : "unknown error");
+        free(err);
+        return -1;
+    }
+    streams_info si;
+    streams_get_info(h->streams, &si);
+    log_notice("Store %s/luahub.db open (durability %s): %zu streams, %llu entries (%llu in memory) loaded in %.0f ms",
+               h->cfg.dir, h->cfg.durability, si.streams, (unsigned long long)si.entries_stored,
+               (unsigned long long)si.entries_memory, (ev_time() - t0) * 1000.0);
+    return 0;
 }
 
 /*---- File descriptors ---------------------------------------------------*/
@@ -214,6 +279,9 @@ int main(int argc, char **argv) {
     }
     log_level = h->cfg.loglevel;
     signal(SIGPIPE, SIG_IGN);
+    /* past RLIMIT_FSIZE a write fails (EFBIG: a store failure, reported and
+     * recovered from) instead of killing the hub */
+    signal(SIGXFSZ, SIG_IGN);
     if (fit_maxclients(&h->cfg)) return 1;
 
     h->loop = ev_default_loop(EVFLAG_AUTO);
@@ -234,6 +302,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     router_set_clock(h->router, loop_clock_ms, h);
+    if (open_store(h) < 0) {
+        store_close(h->store);
+        return 1;
+    }
 
     if (h->cfg.port && (h->tcp_fd = listen_tcp(&h->cfg)) < 0) return 1;
     if (h->cfg.unixsocket[0] && (h->unix_fd = listen_unix(&h->cfg)) < 0) return 1;
@@ -274,7 +346,10 @@ int main(int argc, char **argv) {
     log_notice("Ready to accept connections");
     ev_run(h->loop, 0);
 
-    /* Shutdown: close every connection, then the runtime and the router. */
+    /* Shutdown: the store commits what it has (its last callbacks release
+     * gated replies), then every connection closes, then the runtime. */
+    conn_flush_pending(h);
+    store_close(h->store);
     conn_flush_pending(h);
     for (conn *c = h->conns; c; c = c->next) conn_close(c, NULL);
     conn_free_closing(h);
@@ -283,6 +358,9 @@ int main(int argc, char **argv) {
     listen_free(h->listeners);
     h->unicast = NULL;
     router_free(h->router);
+    streams_free(h->streams);
+    h->streams = NULL;
+    h->store = NULL;
     commands_free();
     conn_release_caches();
     if (h->tcp_fd >= 0) close(h->tcp_fd);

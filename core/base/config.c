@@ -60,6 +60,14 @@ static const option options[] = {
      "longest pattern PSUBSCRIBE, HUB.GSUBSCRIBE or a handler may subscribe, in bytes (default 1024)"},
     {"call-timeout", OPT_INT, O(call_timeout), 0, 0, 1LL << 31,
      "ms HUB.CALL waits for a remote listener's reply, 0 = forever (default 5000)"},
+    {"dir", OPT_STR, O(dir), sizeof(((config *)0)->dir), 0, 0,
+     "data directory of the stream store, made on first start (default ./data)"},
+    {"durability", OPT_STR, O(durability), sizeof(((config *)0)->durability), 0, 0,
+     "fsync (a commit survives power loss) or os (survives a crash or kill -9) (default os)"},
+    {"stream-cache-memory", OPT_MEM, O(stream_cache_memory), 0, 0, 1LL << 40,
+     "bytes of recent stream entries kept in memory, all streams together (default 64mb)"},
+    {"stream-max-pending", OPT_INT, O(stream_max_pending), 0, 1, 1LL << 40,
+     "pending entries per consumer group; past it XREADGROUP without NOACK fails (default 1000000)"},
 };
 #undef O
 
@@ -88,6 +96,10 @@ void config_defaults(config *cfg) {
     cfg->stats_max_name_len = 1024;
     cfg->pattern_max_len = 1024;
     cfg->call_timeout = 5000;
+    strcpy(cfg->dir, "./data");
+    strcpy(cfg->durability, "os");
+    cfg->stream_cache_memory = 64LL * 1024 * 1024;
+    cfg->stream_max_pending = 1000000;
 }
 
 /* Parses a size with Redis's units. Returns 0 on success, -1 if malformed. */
@@ -191,7 +203,8 @@ int config_set(config *cfg, int argc, char **argv, char *err, size_t errlen) {
     long long n;
     switch (o->kind) {
     case OPT_STR:
-        if (strlen(v) >= o->size) goto bad;
+        if (strlen(v) >= o->size || (o->off == offsetof(config, dir) && !*v)) goto bad;
+        if (o->off == offsetof(config, durability) && strcasecmp(v, "fsync") && strcasecmp(v, "os")) goto bad;
         strcpy(field, v);
         return 0;
     case OPT_INT:

@@ -38,6 +38,10 @@ typedef struct config {
     long long stats_max_name_len;    /* longer event names are not tracked by HUB.STATS */
     long long pattern_max_len;       /* longest PSUBSCRIBE / group / handler pattern, bytes */
     long long call_timeout;          /* ms a HUB.CALL waits for a remote listener; 0 = forever */
+    char dir[512];                   /* data directory (the stream store) */
+    char durability[8];              /* "fsync" or "os" */
+    long long stream_cache_memory;   /* bytes of hot stream entries in memory, all streams */
+    long long stream_max_pending;    /* pending entries per consumer group */
 } config;
 
 /* Fills in every default. */

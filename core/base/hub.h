@@ -54,6 +54,8 @@ typedef struct hub {
     handlers *handlers;      /* the Lua runtime (handler.h); may be NULL */
     struct unicast *unicast; /* remote listeners, pending calls (unicast.h); may be NULL */
     listen_registry *listeners; /* the unicast namespace, clients and handlers (route/listen.h) */
+    struct store *store;     /* the durable store (store/store.h); NULL in unit tests */
+    struct streams *streams; /* the stream model (store/stream.h); NULL in unit tests */
     hub_upcalls up;
 
     int tcp_fd, unix_fd;

@@ -269,7 +269,7 @@ void cmd_info(conn *c, int argc, const hstr *argv) {
         size_t pubsub = 0, blocked = 0;
         for (conn *o = h->conns; o; o = o->next) {
             pubsub += conn_subscriptions(o) > 0;
-            blocked += (o->flags & CONN_BLOCKED) != 0;
+            blocked += (o->flags & (CONN_BLOCKED | CONN_PARKED)) != 0;
         }
         textbuf_printf(&b,
                        "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%lld\r\nblocked_clients:%zu\r\n"
@@ -296,6 +296,7 @@ void cmd_info(conn *c, int argc, const hstr *argv) {
                        router_pattern_count(h->router), (unsigned long long)router_events_published(h->router),
                        (unsigned long long)router_deliveries(h->router));
     }
+    info_streams_sections(h, &b, want(argc, argv, "persistence", 1), want(argc, argv, "streams", 1));
     if (want(argc, argv, "handlers", 1)) info_handlers_section(h, &b);
     if (want(argc, argv, "events", 1)) info_events_section(h, &b);
     if (b.oom) {

@@ -33,6 +33,18 @@ static const command command_subs[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 
+static const command xgroup_subs[] = {
+    {"xgroup|create", -5, 0, NULL, NULL},         {"xgroup|setid", -5, 0, NULL, NULL},
+    {"xgroup|destroy", 4, 0, NULL, NULL},         {"xgroup|createconsumer", 5, 0, NULL, NULL},
+    {"xgroup|delconsumer", 5, 0, NULL, NULL},     {"xgroup|help", 2, 0, NULL, NULL},
+    {NULL, 0, 0, NULL, NULL},
+};
+static const command xinfo_subs[] = {
+    {"xinfo|stream", -3, 0, NULL, NULL}, {"xinfo|groups", 3, 0, NULL, NULL},
+    {"xinfo|consumers", 4, 0, NULL, NULL}, {"xinfo|help", 2, 0, NULL, NULL},
+    {NULL, 0, 0, NULL, NULL},
+};
+
 static const command table[] = {
     {"ping", -1, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_ping, NULL},
     {"echo", 2, 0, cmd_echo, NULL},
@@ -59,6 +71,26 @@ static const command table[] = {
     {"hub.unlisten", -1, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_hub_unlisten, NULL},
     {"hub.reply", -3, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_hub_reply, NULL},
     {"hub.error", 3, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_hub_error, NULL},
+    {"xadd", -5, 0, cmd_xadd, NULL},
+    {"xlen", 2, 0, cmd_xlen, NULL},
+    {"xrange", -4, 0, cmd_xrange, NULL},
+    {"xrevrange", -4, 0, cmd_xrevrange, NULL},
+    {"xread", -4, 0, cmd_xread, NULL},
+    {"xreadgroup", -7, 0, cmd_xreadgroup, NULL},
+    {"xgroup", -2, 0, cmd_xgroup, xgroup_subs},
+    {"xack", -4, 0, cmd_xack, NULL},
+    {"xpending", -3, 0, cmd_xpending, NULL},
+    {"xclaim", -6, 0, cmd_xclaim, NULL},
+    {"xautoclaim", -6, 0, cmd_xautoclaim, NULL},
+    {"xdel", -3, 0, cmd_xdel, NULL},
+    {"xtrim", -4, 0, cmd_xtrim, NULL},
+    {"xinfo", -2, 0, cmd_xinfo, xinfo_subs},
+    {"del", -2, 0, cmd_del, NULL},
+    {"unlink", -2, 0, cmd_del, NULL},
+    {"exists", -2, 0, cmd_exists, NULL},
+    {"type", 2, 0, cmd_type, NULL},
+    {"keys", 2, 0, cmd_keys, NULL},
+    {"scan", -2, 0, cmd_scan, NULL},
 };
 
 typedef struct cmd_entry {

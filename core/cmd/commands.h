@@ -86,6 +86,34 @@ void cmd_hub_unlisten(conn *c, int argc, const hstr *argv);
 void cmd_hub_reply(conn *c, int argc, const hstr *argv);
 void cmd_hub_error(conn *c, int argc, const hstr *argv);
 
+void cmd_xadd(conn *c, int argc, const hstr *argv); /* cmd_stream.c */
+void cmd_xlen(conn *c, int argc, const hstr *argv);
+void cmd_xrange(conn *c, int argc, const hstr *argv);
+void cmd_xrevrange(conn *c, int argc, const hstr *argv);
+void cmd_xread(conn *c, int argc, const hstr *argv);
+void cmd_xreadgroup(conn *c, int argc, const hstr *argv);
+void cmd_xgroup(conn *c, int argc, const hstr *argv);
+void cmd_xack(conn *c, int argc, const hstr *argv);
+void cmd_xpending(conn *c, int argc, const hstr *argv);
+void cmd_xclaim(conn *c, int argc, const hstr *argv);
+void cmd_xautoclaim(conn *c, int argc, const hstr *argv);
+void cmd_xdel(conn *c, int argc, const hstr *argv);
+void cmd_xtrim(conn *c, int argc, const hstr *argv);
+void cmd_xinfo(conn *c, int argc, const hstr *argv);
+void cmd_del(conn *c, int argc, const hstr *argv); /* cmd_keys.c */
+void cmd_exists(conn *c, int argc, const hstr *argv);
+void cmd_type(conn *c, int argc, const hstr *argv);
+void cmd_keys(conn *c, int argc, const hstr *argv);
+void cmd_scan(conn *c, int argc, const hstr *argv);
+/* The stream model's wake callback (a cold read finished for a parked
+ * connection), and the readers blocked in XREAD/XREADGROUP (INFO). */
+void cmd_stream_wake(void *waiter);
+size_t streams_blocked_readers(void);
+/* A stream key was deleted: its blocked XREADGROUP readers are told. */
+void cmd_stream_key_deleted(const char *key, size_t klen);
+/* INFO's "# Persistence" and "# Streams" sections (cmd_stream.c). */
+void info_streams_sections(hub *h, struct textbuf *b, int persistence, int streams);
+
 /* Sections the handler runtime contributes to INFO (cmd_hub.c). Appends
  * "# Handlers\r\n..." text to b (growable: never cut). */
 struct textbuf;

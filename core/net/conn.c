@@ -26,6 +26,7 @@
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_process_input(conn *c);
 
 /*---- Accept -------------------------------------------------------------*/
 
@@ -229,8 +230,15 @@ void conn_close_after_reply(conn *c) {
 
 /* Releases everything a connection owns. It must already be off the pending
  * list (conn_free_closing guarantees it). */
+static void park_drop(conn *c, int closing);
+static void gate_unlink(conn *c);
+static void unpark_unlink(conn *c);
+
 static void conn_free(conn *c) {
     hub *h = c->hub;
+    if (c->park) park_drop(c, 1);
+    if (c->flags & CONN_GATED) gate_unlink(c);
+    if (c->flags & CONN_UNPARKED) unpark_unlink(c);
     unicast_conn_closed(c);
     router_unsubscribe_all(h->router, &c->sub);
     close(c->fd);
@@ -403,7 +411,7 @@ static int conn_write_out(conn *c) {
 
 /* Flushes one connection and arms or disarms its EV_WRITE watcher. */
 static void conn_flush(conn *c) {
-    if (c->flags & CONN_CLOSING) return;
+    if (c->flags & (CONN_CLOSING | CONN_GATED)) return;
     int rc = conn_write_out(c);
     if (rc < 0) {
         conn_close(c, strerror(errno));
@@ -430,6 +438,197 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents) {
     conn_flush(w->data);
 }
 
+/*---- Gates ---------------------------------------------------------------*/
+
+/* Connections whose output waits for a commit, and the highest committed
+ * batch seen. One hub per process. */
+static struct {
+    conn *head;
+    uint64_t committed;
+} gates;
+
+static void gate_unlink(conn *c) {
+    for (conn **pp = &gates.head; *pp; pp = &(*pp)->gated_next)
+        if (*pp == c) {
+            *pp = c->gated_next;
+            break;
+        }
+    c->flags &= ~CONN_GATED;
+    c->gate = 0;
+}
+
+void conn_gate(conn *c, uint64_t seq) {
+    if (c->flags & CONN_CLOSING || seq <= gates.committed) return;
+    if (seq > c->gate) c->gate = seq;
+    if (c->flags & CONN_GATED) return;
+    c->flags |= CONN_GATED;
+    c->gated_next = gates.head;
+    gates.head = c;
+}
+
+void conn_release_gates(hub *h, uint64_t committed) {
+    (void)h;
+    if (committed > gates.committed) gates.committed = committed;
+    conn **pp = &gates.head;
+    while (*pp) {
+        conn *c = *pp;
+        if (c->gate <= committed) {
+            *pp = c->gated_next;
+            c->flags &= ~CONN_GATED;
+            c->gate = 0;
+            if (c->obytes) {
+                conn_queue_flush(c);
+            } else if (c->flags & CONN_CLOSE_AFTER_REPLY) {
+                conn_close(c, NULL);
+            }
+        } else {
+            pp = &c->gated_next;
+        }
+    }
+}
+
+void conn_fail_gates(hub *h, uint64_t first_seq, const char *why) {
+    (void)h;
+    conn **pp = &gates.head;
+    while (*pp) {
+        conn *c = *pp;
+        if (c->gate >= first_seq) {
+            *pp = c->gated_next;
+            c->flags &= ~CONN_GATED;
+            c->gate = 0;
+            log_warning("Closing client id=%llu addr=%s: its acknowledged writes were not stored (%s)",
+                        (unsigned long long)c->id, c->addr, why ? why : "store failure");
+            conn_close(c, NULL);
+        } else {
+            pp = &c->gated_next;
+        }
+    }
+}
+
+/*---- Parked requests -----------------------------------------------------*/
+
+struct conn_parked {
+    int argc;
+    hstr *argv; /* into the same allocation */
+    int rerun;  /* its request is running again */
+    ev_timer timer;
+    conn_timeout_fn on_timeout;
+    conn_release_fn on_release;
+};
+
+/* The connections woken, in order (FIFO), and whether they are being run. */
+static struct {
+    conn *head, *tail;
+    int running;
+} unparked;
+
+static void unpark_unlink(conn *c) {
+    conn *prev = NULL;
+    for (conn *x = unparked.head; x; prev = x, x = x->unpark_next)
+        if (x == c) {
+            if (prev)
+                prev->unpark_next = c->unpark_next;
+            else
+                unparked.head = c->unpark_next;
+            if (unparked.tail == c) unparked.tail = prev;
+            break;
+        }
+    c->flags &= ~CONN_UNPARKED;
+}
+
+/* Ends c's park: its release callback (unless already released), the timer,
+ * the copy, the flag. */
+static void park_drop(conn *c, int closing) {
+    struct conn_parked *p = c->park;
+    if (p->on_release) p->on_release(c, closing);
+    ev_timer_stop(c->hub->loop, &p->timer);
+    free(p);
+    c->park = NULL;
+    c->flags &= ~CONN_PARKED;
+}
+
+static void park_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop, (void)revents;
+    conn *c = w->data;
+    struct conn_parked *p = c->park;
+    conn_timeout_fn fn = p->on_timeout;
+    if (c->flags & CONN_UNPARKED) unpark_unlink(c);
+    park_drop(c, 0);
+    if (fn) fn(c);
+    conn_process_input(c);
+}
+
+int conn_rerunning(const conn *c) { return c->park && c->park->rerun; }
+
+int conn_park(conn *c, int argc, const hstr *argv, long long timeout_ms, conn_timeout_fn on_timeout,
+              conn_release_fn on_release) {
+    struct conn_parked *p = c->park;
+    if (p && p->rerun) {
+        p->rerun = 0;
+        p->on_timeout = on_timeout;
+        p->on_release = on_release;
+        c->flags |= CONN_PARKED;
+        return 0;
+    }
+    size_t bytes = sizeof *p + (size_t)argc * sizeof(hstr);
+    for (int i = 0; i < argc; i++) bytes += argv[i].len;
+    if (!(p = calloc(1, bytes))) return -1;
+    p->argc = argc;
+    p->argv = (hstr *)(p + 1);
+    char *d = (char *)(p->argv + argc);
+    for (int i = 0; i < argc; i++) {
+        memcpy(d, argv[i].p, argv[i].len);
+        p->argv[i].p = d;
+        p->argv[i].len = argv[i].len;
+        d += argv[i].len;
+    }
+    p->on_timeout = on_timeout;
+    p->on_release = on_release;
+    ev_timer_init(&p->timer, park_timeout_cb, (double)timeout_ms / 1000.0, 0.0);
+    p->timer.data = c;
+    if (timeout_ms > 0) ev_timer_start(c->hub->loop, &p->timer);
+    c->park = p;
+    c->flags |= CONN_PARKED;
+    return 0;
+}
+
+void conn_unpark(conn *c) {
+    if (!c->park || (c->flags & (CONN_UNPARKED | CONN_CLOSING)) || c->park->rerun) return;
+    struct conn_parked *p = c->park;
+    if (p->on_release) p->on_release(c, 0);
+    p->on_release = NULL;
+    c->flags |= CONN_UNPARKED;
+    c->unpark_next = NULL;
+    if (unparked.tail)
+        unparked.tail->unpark_next = c;
+    else
+        unparked.head = c;
+    unparked.tail = c;
+}
+
+void conn_run_unparked(hub *h) {
+    if (unparked.running) return;
+    unparked.running = 1;
+    while (unparked.head) {
+        conn *c = unparked.head;
+        unparked.head = c->unpark_next;
+        if (!unparked.head) unparked.tail = NULL;
+        c->flags &= ~CONN_UNPARKED;
+        if (c->flags & CONN_CLOSING || !c->park) continue;
+        struct conn_parked *p = c->park;
+        p->rerun = 1;
+        c->flags &= ~CONN_PARKED;
+        h->up.dispatch(c, p->argc, p->argv);
+        if (c->park == p && p->rerun) {
+            /* it ran to the end: the request is done, input resumes */
+            p->rerun = 0;
+            park_drop(c, 0);
+            conn_process_input(c);
+        }
+    }
+    unparked.running = 0;
+}
+
 /*---- Input --------------------------------------------------------------*/
 
 /* Parses and runs every complete request in the query buffer, then moves the
@@ -439,7 +638,7 @@ static void conn_process_input(conn *c) {
     resp_limits lim = {h->cfg.proto_max_bulk_len, h->cfg.max_multibulk_len, 64 * 1024};
     size_t pos = 0;
     hstr stack_argv[STACK_ARGS];
-    while (pos < c->qlen && !(c->flags & (CONN_CLOSING | CONN_CLOSE_AFTER_REPLY))) {
+    while (pos < c->qlen && !(c->flags & (CONN_CLOSING | CONN_CLOSE_AFTER_REPLY | CONN_PARKED))) {
         char *req = c->qbuf + pos;
         resp_status st = resp_parse(&c->parser, req, c->qlen - pos, &lim);
         if (st == RESP_INCOMPLETE) break;
@@ -468,6 +667,8 @@ static void conn_process_input(conn *c) {
             if (argv != stack_argv) free(argv);
         }
         pos += c->parser.consumed;
+        /* readers woken by this command are served right after it, as Redis does */
+        if (unparked.head) conn_run_unparked(h);
     }
     if (pos) {
         memmove(c->qbuf, c->qbuf + pos, c->qlen - pos);
@@ -526,8 +727,8 @@ void conn_cron(hub *h) {
     for (conn *c = h->conns; c; c = c->next) {
         if (c->flags & CONN_CLOSING) continue;
         if (c->obytes) conn_check_output_limits(c);
-        /* as Redis: never a subscriber (nor a listener), nor a client blocked on a call */
-        if (h->cfg.timeout && !conn_subscriptions(c) && !(c->flags & (CONN_LISTENER | CONN_BLOCKED)) &&
+        /* as Redis: never a subscriber (nor a listener), nor a client blocked on a call or a read */
+        if (h->cfg.timeout && !conn_subscriptions(c) && !(c->flags & (CONN_LISTENER | CONN_BLOCKED | CONN_PARKED)) &&
             now - c->last_interaction > (double)h->cfg.timeout)
             conn_close(c, "idle timeout");
     }
@@ -537,7 +738,7 @@ void conn_describe(conn *c, textbuf *b) {
     double now = ev_now(c->hub->loop);
     char flags[4], *f = flags; /* Redis's letters, in its order: P (pub/sub), b (blocked); N if none */
     if (conn_subscriptions(c)) *f++ = 'P';
-    if (c->flags & CONN_BLOCKED) *f++ = 'b';
+    if (c->flags & (CONN_BLOCKED | CONN_PARKED)) *f++ = 'b';
     if (f == flags) *f++ = 'N';
     *f = '\0';
     textbuf_printf(b,

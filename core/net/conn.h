@@ -32,7 +32,12 @@ enum {
     CONN_LISTENER = 1 << 4, /* registered as a unicast listener (HUB.LISTEN) */
     CONN_BLOCKED = 1 << 5,  /* waiting on a HUB.CALL to a client listener (unicast.h) */
     CONN_HOLDING = 1 << 6,  /* has requests held behind its calls (unicast.h) */
+    CONN_PARKED = 1 << 7,   /* a request waits for data (conn_park): flag b, input paused */
+    CONN_GATED = 1 << 8,    /* output held until the store commits (conn_gate) */
+    CONN_UNPARKED = 1 << 9, /* queued to run its parked request again */
 };
+
+struct conn_parked;
 
 typedef struct obuf_block {
     struct obuf_block *next;
@@ -67,6 +72,11 @@ struct conn {
     conn *prev, *next;  /* hub->conns */
     conn *pending_next; /* hub->pending */
     conn *closing_next; /* hub->closing */
+
+    uint64_t gate;             /* output waits for this store batch to commit; 0 = none */
+    conn *gated_next;          /* the list of gated connections */
+    struct conn_parked *park;  /* the parked request, or NULL */
+    conn *unpark_next;         /* the queue of connections to run again */
 };
 
 /* The listeners' accept callback (main starts the watchers). Out of file
@@ -98,6 +108,44 @@ int conn_check_output_limits(conn *c);
 /* Once-a-second housekeeping for all connections: soft limits, idle timeout
  * (never of a subscriber, a listener, or a caller blocked on a HUB.CALL). */
 void conn_cron(hub *h);
+
+/*---- Durable replies and parked requests (the stream commands) ----------*/
+
+/* Holds c's output (what is buffered now and everything after it, in
+ * order) until the store has committed batch seq: conn_release_gates()
+ * releases it. Output-buffer limits still apply. Other connections flow. */
+void conn_gate(conn *c, uint64_t seq);
+/* The store committed every batch up to `committed`: connections gated on
+ * them are flushed. */
+void conn_release_gates(hub *h, uint64_t committed);
+/* The store failed batches from first_seq on: every connection gated on one
+ * of them is closed without its pending output (no ack for what was not
+ * stored). */
+void conn_fail_gates(hub *h, uint64_t first_seq, const char *why);
+
+/* How a parked request ends: on_timeout writes the timeout reply; on_release
+ * drops what the command registered to be woken (closing: c is going away). */
+typedef void (*conn_timeout_fn)(conn *c);
+typedef void (*conn_release_fn)(conn *c, int closing);
+
+/* Parks c's current request: a copy of argv is kept, the rest of c's input
+ * waits in the query buffer (still under client-query-buffer-limit), c is
+ * blocked (flag b, blocked_clients, never idle-closed). timeout_ms > 0 arms a
+ * timer that calls on_release then on_timeout and resumes input. Called
+ * while the parked request runs again, it parks it again with the same copy
+ * and deadline (argv may point into the copy). Returns 0, or -1 if out of
+ * memory (nothing parked: the command replies an error). */
+int conn_park(conn *c, int argc, const hstr *argv, long long timeout_ms, conn_timeout_fn on_timeout,
+              conn_release_fn on_release);
+/* Wakes a parked c: on_release runs now, and soon (after the current
+ * command, never inside it) the parked request is dispatched again from the
+ * start, then the rest of c's input. Nothing happens if c is not parked. */
+void conn_unpark(conn *c);
+/* Runs the requests of every woken connection, in the order they were
+ * woken; called after each command and before the loop blocks. */
+void conn_run_unparked(hub *h);
+/* 1 while c's current request is a parked one running again. */
+int conn_rerunning(const conn *c);
 
 /* Frees the shared message-frame cache (at exit). */
 void conn_release_caches(void);
