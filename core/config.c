@@ -39,6 +39,7 @@ static const option options[] = {
     {"shutdown-timeout", OPT_INT, O(shutdown_timeout), 0, 0, 3600, "seconds to flush output on SIGTERM (default 5)"},
     {"handler-memory-limit", OPT_MEM, O(handler_memory_limit), 0, 64 * 1024, 1LL << 40, "memory cap per handler (default 64mb)"},
     {"handler-instruction-limit", OPT_INT, O(handler_instruction_limit), 0, 1000, 1LL << 40, "VM instructions per handler invocation (default 10000000)"},
+    {"handler-time-slice", OPT_INT, O(handler_time_slice), 0, 1, 3600000, "ms one run of handler code may keep the loop, nested hub.call runs included (default 50)"},
     {"handler-queue-limit", OPT_INT, O(handler_queue_limit), 0, 1, 1LL << 31, "events queued per handler before new ones are dropped and counted (default 100000)"},
     {"stats-max-names", OPT_INT, O(stats_max_names), 0, 1, 1LL << 31, "event names HUB.STATS tracks; past it the least recently seen is evicted (default 10000)"},
     {"call-timeout", OPT_INT, O(call_timeout), 0, 0, 1LL << 31, "ms HUB.CALL waits for a remote listener's reply, 0 = forever (default 5000)"},
@@ -63,6 +64,7 @@ void config_defaults(config *cfg) {
     cfg->shutdown_timeout = 5;
     cfg->handler_memory_limit = 64LL * 1024 * 1024;
     cfg->handler_instruction_limit = 10000000;
+    cfg->handler_time_slice = 50;
     cfg->handler_queue_limit = 100000;
     cfg->stats_max_names = 10000;
     cfg->call_timeout = 5000;

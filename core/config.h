@@ -31,6 +31,7 @@ typedef struct config {
     long long shutdown_timeout;      /* seconds to flush output on SIGTERM */
     long long handler_memory_limit;  /* bytes per handler lua_State */
     long long handler_instruction_limit; /* VM instructions per invocation */
+    long long handler_time_slice;    /* ms an outermost handler invocation may run (>= 1) */
     long long handler_queue_limit;   /* events queued per handler */
     long long stats_max_names;       /* event names HUB.STATS tracks (LRU bound) */
     long long call_timeout;          /* ms a HUB.CALL waits for a remote listener; 0 = forever */

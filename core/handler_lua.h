@@ -15,6 +15,18 @@
  * "instruction limit exceeded", and keeps raising at every instruction until
  * the invocation ends, so pcall inside handler code cannot swallow it.
  *
+ * Time: the outermost invocation (no other handler code running) starts a
+ * time slice of handler-time-slice ms that nested invocations (hub.call into
+ * a Lua listener) share. The count hook, the bounded library functions
+ * (lua_bounded.h), coroutine switches and large or refused allocations
+ * compare CLOCK_MONOTONIC with its end; past it the invocation fails with
+ * "time slice exceeded (handler-time-slice is N ms)", sticky as above.
+ *
+ * Memory near the cap: each refused allocation costs Lua an emergency full
+ * collection. The second refusal in one invocation that such a collection
+ * did not cure makes "not enough memory" sticky too, so a handler cannot
+ * spend a collection per pcall round.
+ *
  * Errors are returned as malloc'd strings: the message (with file:line when
  * Lua knows it), then "\nstack traceback:\n..." when there is one. An error
  * string is NULL only when even it could not be allocated; consumers read
@@ -52,7 +64,11 @@ typedef struct hversion {
     int number;              /* hub.version */
     size_t mem_used, mem_limit;
     long long budget_limit, budget_used;
-    int budget_exceeded;
+    int budget_exceeded;     /* 0, or why this invocation must end (handler_lua.c) */
+    lua_State *current;      /* the thread running handler code now, or NULL */
+    int mem_refusals;        /* refusals that survived an emergency collection */
+    void *refused_ptr;       /* the last refused allocation, to tell Lua's retry */
+    size_t refused_size;
     int ref_on_event, ref_on_call, ref_snapshot, ref_on_reload; /* registry refs or LUA_NOREF */
     int ref_on_replaced;     /* optional on_replaced(name): a newer listener took a name */
     int ref_idle_co;         /* a finished coroutine kept for the next task, or LUA_NOREF */
@@ -128,8 +144,8 @@ int hversion_run_ref(hversion *v, int ref, char **err);
 int hversion_resume(hversion *v, int co_ref, int ok, const char *p, size_t n, int is_call, uint64_t answer,
                     char **reply, size_t *rlen, char **err);
 
-/* Stops the version's timers and closes its state (finalizers run under the
- * instruction budget, with the hub module disabled). NULL is allowed. */
+/* Stops the version's timers and closes its state (only C finalizers run:
+ * the sandbox refuses __gc to handler code). NULL is allowed. */
 void hversion_close(hversion *v);
 
 /* Length of the message part of an error string (before the traceback);
