@@ -31,9 +31,9 @@
 enum { EXC_NONE, EXC_INSTRUCTIONS, EXC_SLICE, EXC_MEMORY };
 
 /* The time slice: shared by every invocation nested in the outermost one. */
-static int inv_depth;             /* invocations running, all versions */
-static int64_t slice_end_ns;      /* CLOCK_MONOTONIC deadline of the outermost */
-static long long slice_ms;        /* its length, for messages */
+static int inv_depth;        /* invocations running, all versions */
+static int64_t slice_end_ns; /* CLOCK_MONOTONIC deadline of the outermost */
+static long long slice_ms;   /* its length, for messages */
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -41,7 +41,9 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static int slice_over(void) { return inv_depth > 0 && now_ns() >= slice_end_ns; }
+static int slice_over(void) {
+    return inv_depth > 0 && now_ns() >= slice_end_ns;
+}
 
 static void budget_hook(lua_State *L, lua_Debug *ar);
 
@@ -110,8 +112,10 @@ static void push_exceeded(lua_State *L, hversion *v) {
 static int over_budget(hversion *v, long long cost) {
     v->budget_used += cost;
     if (!v->budget_exceeded) {
-        if (v->budget_used >= v->budget_limit) v->budget_exceeded = EXC_INSTRUCTIONS;
-        else if (slice_over()) v->budget_exceeded = EXC_SLICE;
+        if (v->budget_used >= v->budget_limit)
+            v->budget_exceeded = EXC_INSTRUCTIONS;
+        else if (slice_over())
+            v->budget_exceeded = EXC_SLICE;
     }
     return v->budget_exceeded != EXC_NONE;
 }
@@ -128,8 +132,10 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
     /* Over budget: from now on every instruction of this thread raises, so
      * the error escapes any pcall in handler code. */
     if (step != 1) lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-    if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0) lua_pushfstring(L, "%s:%d: ", ar->short_src, ar->currentline);
-    else lua_pushliteral(L, "");
+    if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
+        lua_pushfstring(L, "%s:%d: ", ar->short_src, ar->currentline);
+    else
+        lua_pushliteral(L, "");
     push_exceeded(L, v);
     lua_concat(L, 2);
     lua_error(L);
@@ -177,32 +183,34 @@ typedef struct invocation {
     hversion *v;
     const char *path, *src; /* INV_LOAD */
     size_t len;
-    const hevent *ev;       /* INV_EVENT */
-    const char *name, *data;/* INV_CALL */
+    const hevent *ev;        /* INV_EVENT */
+    const char *name, *data; /* INV_CALL */
     size_t nlen, dlen;
     uint64_t id;
     double time_ms;
-    char *reply;            /* INV_CALL result */
+    char *reply; /* INV_CALL result */
     size_t rlen;
-    int ref, nres;          /* INV_REF */
-    const char *arg;        /* INV_REF: one string argument, or NULL for none */
+    int ref, nres;   /* INV_REF */
+    const char *arg; /* INV_REF: one string argument, or NULL for none */
     size_t alen;
-    lua_State *from;        /* INV_HANDOVER: old state, snapshot at its top */
+    lua_State *from; /* INV_HANDOVER: old state, snapshot at its top */
     int has_snapshot;
-    const char *stage;      /* INV_HANDOVER: what is running, for messages */
-    int co_ref;             /* INV_RESUME: the waiting coroutine */
-    int ok;                 /* INV_RESUME: hub.call succeeded (arg is the reply) or not (arg is the error) */
-    int is_call;            /* INV_CALL, INV_RESUME: the coroutine is an on_call; its result is the reply */
-    uint64_t answer;        /* INV_RESUME of an on_call: the request its reply answers */
-    hwait *pending;         /* set when the coroutine waits in hub.call (again) */
+    const char *stage; /* INV_HANDOVER: what is running, for messages */
+    int co_ref;        /* INV_RESUME: the waiting coroutine */
+    int ok;            /* INV_RESUME: hub.call succeeded (arg is the reply) or not (arg is the error) */
+    int is_call;       /* INV_CALL, INV_RESUME: the coroutine is an on_call; its result is the reply */
+    uint64_t answer;   /* INV_RESUME of an on_call: the request its reply answers */
+    hwait *pending;    /* set when the coroutine waits in hub.call (again) */
 } invocation;
 
 /* Message handler: the error as a string, with a traceback appended. */
 static int msgh(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (!msg) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
-        else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
     luaL_traceback(L, L, msg, 1);
     return 1;
@@ -265,8 +273,10 @@ static void mark_hub_thread(lua_State *L, int on) {
     lua_getfield(L, LUA_REGISTRYINDEX, SANDBOX_HUB_THREADS);
     if (lua_istable(L, -1)) {
         lua_pushvalue(L, -2);
-        if (on) lua_pushboolean(L, 1);
-        else lua_pushnil(L);
+        if (on)
+            lua_pushboolean(L, 1);
+        else
+            lua_pushnil(L);
         lua_rawset(L, -3);
     }
     lua_pop(L, 1);
@@ -313,8 +323,10 @@ static void resume_task(lua_State *L, hversion *v, invocation *iv, lua_State *co
         return;
     }
     v->co_errmem = st == LUA_ERRMEM;
-    if (lua_type(co, -1) == LUA_TSTRING) luaL_traceback(L, co, lua_tostring(co, -1), 0);
-    else lua_xmove(co, L, 1);
+    if (lua_type(co, -1) == LUA_TSTRING)
+        luaL_traceback(L, co, lua_tostring(co, -1), 0);
+    else
+        lua_xmove(co, L, 1);
     lua_error(L);
 }
 
@@ -391,8 +403,10 @@ static int inv_body(lua_State *L) {
         return iv->nres;
     case INV_HANDOVER:
         iv->stage = "snapshot";
-        if (iv->has_snapshot) hcopy_value(iv->from, -1, L, "snapshot()");
-        else lua_pushnil(L);
+        if (iv->has_snapshot)
+            hcopy_value(iv->from, -1, L, "snapshot()");
+        else
+            lua_pushnil(L);
         if (v->ref_on_reload != LUA_NOREF) {
             iv->stage = "on_reload";
             lua_rawgeti(L, LUA_REGISTRYINDEX, v->ref_on_reload);
@@ -428,7 +442,8 @@ static int inv_run(hversion *v, invocation *iv, int nres, char **err) {
     if (inv_depth++ == 0) {
         const handler *h = v->h;
         slice_ms = h && h->rt && h->rt->hub && h->rt->hub->cfg.handler_time_slice > 0
-                       ? h->rt->hub->cfg.handler_time_slice : 50;
+                       ? h->rt->hub->cfg.handler_time_slice
+                       : 50;
         slice_end_ns = now_ns() + (int64_t)slice_ms * 1000000;
     }
     lua_pushcfunction(L, msgh);
@@ -584,7 +599,8 @@ static void validate(lua_State *L, hversion *v, const char *path) {
             return; /* not reached: bad() raises */
         }
         const char *key = handler_keys[known].key;
-        if (handler_keys[known].kind == 1) check_list(L, path, key, lua_gettop(L));
+        if (handler_keys[known].kind == 1)
+            check_list(L, path, key, lua_gettop(L));
         else if (handler_keys[known].kind == 2) {
             if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
                 bad(L, path, "'%s' must be a non-empty string, got %s", key,
@@ -641,10 +657,12 @@ static void on_print(void *ctx, const char *msg, size_t len) {
 
 /*---- Public API ---------------------------------------------------------------*/
 
-hversion *hversion_of(lua_State *L) { return *(hversion **)lua_getextraspace(L); }
+hversion *hversion_of(lua_State *L) {
+    return *(hversion **)lua_getextraspace(L);
+}
 
-hversion *hversion_new(handler *h, int number, size_t mem_limit, long long instruction_limit,
-                       const char *lib_path, char **err) {
+hversion *hversion_new(handler *h, int number, size_t mem_limit, long long instruction_limit, const char *lib_path,
+                       char **err) {
     static const luaL_Reg preload[] = {{"hub", luaopen_hub}, {NULL, NULL}};
     hversion *v = calloc(1, sizeof *v);
     if (!v || !(v->lib_path = strdup(lib_path ? lib_path : ""))) {
@@ -716,8 +734,14 @@ int hversion_event(hversion *v, const hevent *e, char **err) {
 
 int hversion_call(hversion *v, const char *name, size_t nlen, const char *data, size_t dlen, uint64_t id,
                   double time_ms, char **reply, size_t *rlen, char **err, hwait **pending) {
-    invocation iv = {.kind = INV_CALL, .name = name, .nlen = nlen, .data = data, .dlen = dlen, .id = id,
-                     .time_ms = time_ms, .is_call = 1};
+    invocation iv = {.kind = INV_CALL,
+                     .name = name,
+                     .nlen = nlen,
+                     .data = data,
+                     .dlen = dlen,
+                     .id = id,
+                     .time_ms = time_ms,
+                     .is_call = 1};
     if (inv_run(v, &iv, 0, err)) {
         free(iv.reply);
         return -1;
@@ -738,8 +762,8 @@ int hversion_run_ref(hversion *v, int ref, char **err) {
 
 int hversion_resume(hversion *v, int co_ref, int ok, const char *p, size_t n, int is_call, uint64_t answer,
                     char **reply, size_t *rlen, char **err) {
-    invocation iv = {.kind = INV_RESUME, .co_ref = co_ref, .ok = ok, .arg = p, .alen = n, .is_call = is_call,
-                     .answer = answer};
+    invocation iv = {
+        .kind = INV_RESUME, .co_ref = co_ref, .ok = ok, .arg = p, .alen = n, .is_call = is_call, .answer = answer};
     if (inv_run(v, &iv, 0, err)) {
         free(iv.reply);
         return -1;

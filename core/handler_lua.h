@@ -60,37 +60,37 @@ typedef struct hdep {
 
 typedef struct hversion {
     lua_State *L;
-    handler *h;              /* the handler this is (or would become) a version of */
-    int number;              /* hub.version */
+    handler *h; /* the handler this is (or would become) a version of */
+    int number; /* hub.version */
     size_t mem_used, mem_limit;
     long long budget_limit, budget_used;
-    int budget_exceeded;     /* 0, or why this invocation must end (handler_lua.c) */
-    lua_State *current;      /* the thread running handler code now, or NULL */
-    int mem_refusals;        /* refusals that survived an emergency collection */
-    void *refused_ptr;       /* the last refused allocation, to tell Lua's retry */
+    int budget_exceeded; /* 0, or why this invocation must end (handler_lua.c) */
+    lua_State *current;  /* the thread running handler code now, or NULL */
+    int mem_refusals;    /* refusals that survived an emergency collection */
+    void *refused_ptr;   /* the last refused allocation, to tell Lua's retry */
     size_t refused_size;
     int ref_on_event, ref_on_call, ref_snapshot, ref_on_reload; /* registry refs or LUA_NOREF */
-    int ref_on_replaced;     /* optional on_replaced(name): a newer listener took a name */
-    int ref_idle_co;         /* a finished coroutine kept for the next task, or LUA_NOREF */
-    hstrv *subscribe;        /* patterns, in file order, without duplicates */
+    int ref_on_replaced; /* optional on_replaced(name): a newer listener took a name */
+    int ref_idle_co;     /* a finished coroutine kept for the next task, or LUA_NOREF */
+    hstrv *subscribe;    /* patterns, in file order, without duplicates */
     size_t nsubscribe;
-    hstrv group;             /* consumer group the subscribe patterns join, or {NULL, 0} */
-    hstrv *listen;           /* unicast names, without duplicates */
+    hstrv group;   /* consumer group the subscribe patterns join, or {NULL, 0} */
+    hstrv *listen; /* unicast names, without duplicates */
     size_t nlisten;
-    htimer *timers;          /* pending timers (hubmod.c) */
+    htimer *timers; /* pending timers (hubmod.c) */
     size_t ntimers;
-    hdep *deps;              /* lib files require() loaded */
+    hdep *deps; /* lib files require() loaded */
     size_t ndeps, capdeps;
     sandbox_opts sb;
     char *lib_path;
-    int closing;             /* lua_close in progress: the hub module refuses work */
+    int closing; /* lua_close in progress: the hub module refuses work */
     /* on_event, on_call and timers run as coroutines so hub.call can wait (hubmod.c) */
-    lua_State *running;      /* the callback coroutine being resumed, or NULL */
-    hwait *yielding;         /* set by hub.call just before it yields */
-    hwait *waits;            /* coroutines waiting for a reply */
+    lua_State *running; /* the callback coroutine being resumed, or NULL */
+    hwait *yielding;    /* set by hub.call just before it yields */
+    hwait *waits;       /* coroutines waiting for a reply */
     size_t nwaits;
-    int active;              /* invocations running (a call cycle check) */
-    int co_errmem;           /* the coroutine failed with a memory error */
+    int active;    /* invocations running (a call cycle check) */
+    int co_errmem; /* the coroutine failed with a memory error */
     /* retired by a reload while coroutines were waiting in hub.call: no new
      * events, calls or timers; closed when its last waiter finishes */
     int retired;
@@ -102,8 +102,8 @@ hversion *hversion_of(lua_State *L);
 
 /* Creates an empty state for version `number` of h. Returns NULL with *err
  * set if the state cannot be created. */
-hversion *hversion_new(handler *h, int number, size_t mem_limit, long long instruction_limit,
-                       const char *lib_path, char **err);
+hversion *hversion_new(handler *h, int number, size_t mem_limit, long long instruction_limit, const char *lib_path,
+                       char **err);
 
 /* Opens the sandbox, runs the file's text (chunk name "@path") and validates
  * what it returned (the handler contract). Returns 0, or -1 with *err. */

@@ -13,10 +13,10 @@
 #include <lauxlib.h>
 #include <string.h>
 
-#define MAX_CAPTURES 32   /* LUA_MAXCAPTURES */
-#define MAX_DEPTH 200     /* MAXCCALLS of lstrlib.c: nested continuations */
-#define CAP_OPEN (-1)     /* a capture whose ')' has not been reached */
-#define CAP_POS (-2)      /* a position capture "()" */
+#define MAX_CAPTURES 32 /* LUA_MAXCAPTURES */
+#define MAX_DEPTH 200   /* MAXCCALLS of lstrlib.c: nested continuations */
+#define CAP_OPEN (-1)   /* a capture whose ')' has not been reached */
+#define CAP_POS (-2)    /* a position capture "()" */
 #define UC(c) ((unsigned char)(c))
 
 /* Calls o->check every LB_STEPS ticks of *steps. */
@@ -31,12 +31,12 @@ typedef struct mstate {
     const sandbox_opts *o;
     const char *src, *src_end; /* the subject (NUL-terminated, as Lua strings are) */
     const char *pat_end;
-    int depth;                 /* continuations still allowed */
-    int level;                 /* captures open or closed so far */
+    int depth; /* continuations still allowed */
+    int level; /* captures open or closed so far */
     unsigned steps;
     struct {
         const char *init;
-        ptrdiff_t len;         /* bytes, CAP_OPEN or CAP_POS */
+        ptrdiff_t len; /* bytes, CAP_OPEN or CAP_POS */
     } cap[MAX_CAPTURES];
 } mstate;
 
@@ -63,18 +63,41 @@ static void ms_restart(mstate *ms) {
 static int in_class(int c, int cl) {
     int r;
     switch (tolower(cl)) {
-    case 'a': r = isalpha(c); break;
-    case 'c': r = iscntrl(c); break;
-    case 'd': r = isdigit(c); break;
-    case 'g': r = isgraph(c); break;
-    case 'l': r = islower(c); break;
-    case 'p': r = ispunct(c); break;
-    case 's': r = isspace(c); break;
-    case 'u': r = isupper(c); break;
-    case 'w': r = isalnum(c); break;
-    case 'x': r = isxdigit(c); break;
-    case 'z': r = c == 0; break; /* deprecated, still in 5.4 */
-    default: return cl == c;
+    case 'a':
+        r = isalpha(c);
+        break;
+    case 'c':
+        r = iscntrl(c);
+        break;
+    case 'd':
+        r = isdigit(c);
+        break;
+    case 'g':
+        r = isgraph(c);
+        break;
+    case 'l':
+        r = islower(c);
+        break;
+    case 'p':
+        r = ispunct(c);
+        break;
+    case 's':
+        r = isspace(c);
+        break;
+    case 'u':
+        r = isupper(c);
+        break;
+    case 'w':
+        r = isalnum(c);
+        break;
+    case 'x':
+        r = isxdigit(c);
+        break;
+    case 'z':
+        r = c == 0;
+        break; /* deprecated, still in 5.4 */
+    default:
+        return cl == c;
     }
     return isupper(cl) ? !r : r != 0;
 }
@@ -126,10 +149,14 @@ static int item_matches(mstate *ms, const char *s, const char *p, const char *ep
     if (s >= ms->src_end) return 0;
     int c = UC(*s);
     switch (*p) {
-    case '.': return 1;
-    case '%': return in_class(c, UC(p[1]));
-    case '[': return in_set(c, p, ep - 1);
-    default: return UC(*p) == c;
+    case '.':
+        return 1;
+    case '%':
+        return in_class(c, UC(p[1]));
+    case '[':
+        return in_set(c, p, ep - 1);
+    default:
+        return UC(*p) == c;
     }
 }
 
@@ -198,8 +225,7 @@ static const char *close_capture(mstate *ms, const char *s, const char *p) {
 /* %1..%9 (and %0, always an error): the text of a closed capture again. */
 static const char *back_ref(mstate *ms, const char *s, int digit) {
     int l = digit - '1';
-    if (l < 0 || l >= ms->level || ms->cap[l].len == CAP_OPEN)
-        luaL_error(ms->L, "invalid capture index %%%d", l + 1);
+    if (l < 0 || l >= ms->level || ms->cap[l].len == CAP_OPEN) luaL_error(ms->L, "invalid capture index %%%d", l + 1);
     size_t len = (size_t)ms->cap[l].len; /* a position capture is huge: never matches */
     if ((size_t)(ms->src_end - s) >= len && memcmp(ms->cap[l].init, s, len) == 0) return s + len;
     return NULL;
@@ -245,8 +271,10 @@ static const char *match_at(mstate *ms, const char *s, const char *p) {
         const char *ep = item_end(ms, p);
         int one = item_matches(ms, s, p, ep);
         if (!one) {
-            if (*ep == '*' || *ep == '?' || *ep == '-') p = ep + 1; /* zero of them */
-            else s = NULL;
+            if (*ep == '*' || *ep == '?' || *ep == '-')
+                p = ep + 1; /* zero of them */
+            else
+                s = NULL;
             continue;
         }
         if (*ep == '?') {
@@ -289,8 +317,10 @@ static ptrdiff_t capture(mstate *ms, int i, const char *s, const char *e, const 
     ptrdiff_t len = ms->cap[i].len;
     *text = ms->cap[i].init;
     if (len == CAP_OPEN) luaL_error(ms->L, "unfinished capture");
-    if (len == CAP_POS) lua_pushinteger(ms->L, (lua_Integer)(ms->cap[i].init - ms->src) + 1);
-    else if (push) lua_pushlstring(ms->L, ms->cap[i].init, (size_t)len);
+    if (len == CAP_POS)
+        lua_pushinteger(ms->L, (lua_Integer)(ms->cap[i].init - ms->src) + 1);
+    else if (push)
+        lua_pushlstring(ms->L, ms->cap[i].init, (size_t)len);
     return len;
 }
 
@@ -358,14 +388,18 @@ static int find_or_match(lua_State *L, int find) {
     return 1;
 }
 
-static int lb_find(lua_State *L) { return find_or_match(L, 1); }
-static int lb_match(lua_State *L) { return find_or_match(L, 0); }
+static int lb_find(lua_State *L) {
+    return find_or_match(L, 1);
+}
+static int lb_match(lua_State *L) {
+    return find_or_match(L, 0);
+}
 
 /*---- string.gmatch ------------------------------------------------------------------*/
 
 typedef struct gmatch_state {
-    size_t pos;       /* where the next attempt starts (may be len + 1: done) */
-    ptrdiff_t last;   /* end of the last match, -1 before the first */
+    size_t pos;     /* where the next attempt starts (may be len + 1: done) */
+    ptrdiff_t last; /* end of the last match, -1 before the first */
 } gmatch_state;
 
 /* The iterator: upvalues opts, s, p, state. */
@@ -425,8 +459,10 @@ static void add_template(mstate *ms, luaL_Buffer *b, const char *s, const char *
         } else if (isdigit(UC(*pc))) {
             const char *text;
             ptrdiff_t len = capture(ms, *pc - '1', s, e, &text, 0);
-            if (len == CAP_POS) luaL_addvalue(b);
-            else luaL_addlstring(b, text, (size_t)len);
+            if (len == CAP_POS)
+                luaL_addvalue(b);
+            else
+                luaL_addlstring(b, text, (size_t)len);
         } else {
             luaL_error(L, "invalid use of '%c' in replacement string", '%');
         }
@@ -517,8 +553,7 @@ static int lb_rep(lua_State *L) {
         return 1;
     }
     size_t unit = l + lsep;
-    if (unit < l || unit > (size_t)LUA_MAXINTEGER / (size_t)n)
-        return luaL_error(L, "resulting string too large");
+    if (unit < l || unit > (size_t)LUA_MAXINTEGER / (size_t)n) return luaL_error(L, "resulting string too large");
     size_t total = (size_t)n * unit - lsep;
     if (o->mem_room && total > o->mem_room(o->ctx))
         return luaL_error(L, "not enough memory for string.rep (%I bytes; handler-memory-limit)", (lua_Integer)total);

@@ -27,8 +27,10 @@ static int sb_load(lua_State *L) {
     int n = lua_gettop(L);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushvalue(L, 1);
-    if (n >= 2) lua_pushvalue(L, 2);
-    else lua_pushnil(L);
+    if (n >= 2)
+        lua_pushvalue(L, 2);
+    else
+        lua_pushnil(L);
     lua_pushliteral(L, "t");
     if (n >= 4) lua_pushvalue(L, 4);
     lua_call(L, n >= 4 ? 4 : 3, LUA_MULTRET);
@@ -100,8 +102,7 @@ static void charge(lua_State *L) {
 static void refuse_hub_thread(lua_State *L, int idx, const char *what) {
     if (lua_getfield(L, LUA_REGISTRYINDEX, SANDBOX_HUB_THREADS) == LUA_TTABLE) {
         lua_pushvalue(L, idx);
-        if (lua_rawget(L, -2) != LUA_TNIL)
-            luaL_error(L, "cannot %s a coroutine that is waiting in hub.call", what);
+        if (lua_rawget(L, -2) != LUA_TNIL) luaL_error(L, "cannot %s a coroutine that is waiting in hub.call", what);
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
@@ -270,8 +271,10 @@ static int sb_searcher(lua_State *L) {
     errno = 0;
     char *src = sandbox_read_file(file, &len);
     if (!src) {
-        if (errno == ENOENT || errno == ENOTDIR) lua_pushfstring(L, "no file '%s'", file);
-        else lua_pushfstring(L, "cannot read '%s': %s", file, strerror(errno ? errno : EIO));
+        if (errno == ENOENT || errno == ENOTDIR)
+            lua_pushfstring(L, "no file '%s'", file);
+        else
+            lua_pushfstring(L, "cannot read '%s': %s", file, strerror(errno ? errno : EIO));
         return 1;
     }
     if (o->on_require) o->on_require(o->ctx, file, src, len);
@@ -356,9 +359,10 @@ static void setup_package(lua_State *L, const sandbox_opts *o) {
 
 void sandbox_open(lua_State *L, const sandbox_opts *o) {
     static const luaL_Reg libs[] = {
-        {LUA_GNAME, luaopen_base},         {LUA_LOADLIBNAME, luaopen_package}, {LUA_COLIBNAME, luaopen_coroutine},
-        {LUA_TABLIBNAME, luaopen_table},   {LUA_STRLIBNAME, luaopen_string},   {LUA_MATHLIBNAME, luaopen_math},
-        {LUA_UTF8LIBNAME, luaopen_utf8},   {NULL, NULL},
+        {LUA_GNAME, luaopen_base},          {LUA_LOADLIBNAME, luaopen_package},
+        {LUA_COLIBNAME, luaopen_coroutine}, {LUA_TABLIBNAME, luaopen_table},
+        {LUA_STRLIBNAME, luaopen_string},   {LUA_MATHLIBNAME, luaopen_math},
+        {LUA_UTF8LIBNAME, luaopen_utf8},    {NULL, NULL},
     };
     static const char *const base_drop[] = {"dofile", "loadfile", "warn", NULL};
     for (const luaL_Reg *r = libs; r->name; r++) {

@@ -41,7 +41,7 @@
 #include <stddef.h>
 
 typedef struct sandbox_opts {
-    const char *lib_path;  /* e.g. "handlers/lib/?.lua" */
+    const char *lib_path; /* e.g. "handlers/lib/?.lua" */
     /* Called with the name and text of each file require() loads (reload
      * fingerprints use it); may be NULL. */
     void (*on_require)(void *ctx, const char *path, const char *src, size_t len);

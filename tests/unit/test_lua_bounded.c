@@ -17,7 +17,9 @@ static void count_check(void *ctx, lua_State *L, int cost) {
 }
 
 static size_t room = (size_t)-1;
-static size_t mem_room(void *ctx) { return room; }
+static size_t mem_room(void *ctx) {
+    return room;
+}
 
 static sandbox_opts opts = {.check = count_check, .mem_room = mem_room};
 
@@ -32,7 +34,7 @@ static lua_State *state(void) {
     lua_State *L = luaL_newstate();
     luaL_openlibs(L);
     (void)luaL_dostring(L, "stock = {}; for k, f in pairs(string) do stock[k] = f end; "
-                     "stock.move, stock.sort = table.move, table.sort");
+                           "stock.move, stock.sort = table.move, table.sort");
     lua_pushcfunction(L, open_cb);
     lua_pcall(L, 0, 0, 0);
     return L;
@@ -112,7 +114,8 @@ static const char *diff_lua =
     "  }\n"
     "  for _, c in ipairs(cases) do\n"
     "    local name, call = c[1], c[2]\n"
-    "    if os.getenv('LB_TRACE') then io.stderr:write(string.format('%s %q %q %s\\n', name, s, p, tostring(init))) end\n"
+    "    if os.getenv('LB_TRACE') then io.stderr:write(string.format('%s %q %q %s\\n', name, s, p, tostring(init))) "
+    "end\n"
     "    local a, b\n"
     "    if name == 'gmatch' then\n"
     "      a, b = norm(pcall(call, c[3])), norm(pcall(call, c[4]))\n"
@@ -127,7 +130,8 @@ static const char *diff_lua =
     "    if a ~= b then\n"
     "      diffs = diffs + 1\n"
     "      if diffs <= 5 then\n"
-    "        io.stderr:write(string.format('  %s(%q, %q, %s): stock %s, ours %s\\n', name, s, p, tostring(init), a, b))\n"
+    "        io.stderr:write(string.format('  %s(%q, %q, %s): stock %s, ours %s\\n', name, s, p, tostring(init), a, "
+    "b))\n"
     "      end\n"
     "    end\n"
     "  end\n"
@@ -153,27 +157,27 @@ TEST(patterns_match_stock_library) {
 /* Fixed cases the random ones may miss. */
 TEST(patterns_fixed_cases) {
     lua_State *L = state();
-    const char *e = run(L,
-                        "local function same(f, ...)\n"
-                        "  local a = table.pack(pcall(stock[f], ...)); local b = table.pack(pcall(string[f], ...))\n"
-                        "  assert(a.n == b.n, f .. ': count')\n"
-                        "  for i = 1, a.n do assert(a[i] == b[i] or tostring(a[i]):gsub('^.-:%d+: ', '') ==\n"
-                        "    tostring(b[i]):gsub('^.-:%d+: ', ''), f .. ': ' .. tostring(a[i]) .. ' vs ' .. tostring(b[i])) end\n"
-                        "end\n"
-                        "same('find', 'hello world', 'o w'); same('find', 'hello', 'l+'); same('find', 'a.b', '.', 1, true)\n"
-                        "same('match', 'key = value', '(%w+)%s*=%s*(%w+)'); same('match', 'THE (quick) fox', '%((%a+)%)')\n"
-                        "same('match', 'f(a(b)c)d', '%b()'); same('match', 'THE (quick) fox', '%f[%a]%a+', 5)\n"
-                        "same('gsub', 'hello world', '(%w+)', '%1 %1'); same('gsub', 'abc', '', '-')\n"
-                        "same('gsub', 'abc', '%w', '%0%0', 2); same('gsub', '$name = $x', '%$(%w+)', {name = 'N'})\n"
-                        "same('gsub', 'abc', '()', '%1'); same('match', ('a'):rep(300), ('a?'):rep(300))\n"
-                        "same('find', 'x', ('(x)'):rep(33)); same('match', 'aaa', '^(a-)%1$')\n"
-                        "same('gsub', 'abc', 'b', '%9'); same('find', '', ''); same('find', 'abc', '', 10)\n"
-                        "same('match', 'abc', '(()a%1)'); same('gsub', 'x', 'x', '%')\n"
-                        "local a, b = {}, {}\n"
-                        "for k in stock.gmatch('one two three', '%a+', 4) do a[#a+1] = k end\n"
-                        "for k in string.gmatch('one two three', '%a+', 4) do b[#b+1] = k end\n"
-                        "assert(table.concat(a, ',') == table.concat(b, ',') and #b == 2)\n"
-                        "assert(select(2, string.gsub('abc', '%w', '%0')) == 3)\n");
+    const char *e = run(
+        L, "local function same(f, ...)\n"
+           "  local a = table.pack(pcall(stock[f], ...)); local b = table.pack(pcall(string[f], ...))\n"
+           "  assert(a.n == b.n, f .. ': count')\n"
+           "  for i = 1, a.n do assert(a[i] == b[i] or tostring(a[i]):gsub('^.-:%d+: ', '') ==\n"
+           "    tostring(b[i]):gsub('^.-:%d+: ', ''), f .. ': ' .. tostring(a[i]) .. ' vs ' .. tostring(b[i])) end\n"
+           "end\n"
+           "same('find', 'hello world', 'o w'); same('find', 'hello', 'l+'); same('find', 'a.b', '.', 1, true)\n"
+           "same('match', 'key = value', '(%w+)%s*=%s*(%w+)'); same('match', 'THE (quick) fox', '%((%a+)%)')\n"
+           "same('match', 'f(a(b)c)d', '%b()'); same('match', 'THE (quick) fox', '%f[%a]%a+', 5)\n"
+           "same('gsub', 'hello world', '(%w+)', '%1 %1'); same('gsub', 'abc', '', '-')\n"
+           "same('gsub', 'abc', '%w', '%0%0', 2); same('gsub', '$name = $x', '%$(%w+)', {name = 'N'})\n"
+           "same('gsub', 'abc', '()', '%1'); same('match', ('a'):rep(300), ('a?'):rep(300))\n"
+           "same('find', 'x', ('(x)'):rep(33)); same('match', 'aaa', '^(a-)%1$')\n"
+           "same('gsub', 'abc', 'b', '%9'); same('find', '', ''); same('find', 'abc', '', 10)\n"
+           "same('match', 'abc', '(()a%1)'); same('gsub', 'x', 'x', '%')\n"
+           "local a, b = {}, {}\n"
+           "for k in stock.gmatch('one two three', '%a+', 4) do a[#a+1] = k end\n"
+           "for k in string.gmatch('one two three', '%a+', 4) do b[#b+1] = k end\n"
+           "assert(table.concat(a, ',') == table.concat(b, ',') and #b == 2)\n"
+           "assert(select(2, string.gsub('abc', '%w', '%0')) == 3)\n");
     CHECKF(e == NULL, "%s", e);
     lua_close(L);
 }
