@@ -68,21 +68,14 @@ static void *hv_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         return NULL;
     }
     if (nsize > old && v->mem_used + (nsize - old) > v->mem_limit) {
-        /* Lua retries the same request once after an emergency collection */
-        if (v->refused_ptr == ptr && v->refused_size == nsize && ++v->mem_refusals >= 2 && inv_depth)
-            make_sticky(v, EXC_MEMORY);
-        else if (slice_over())
-            make_sticky(v, EXC_SLICE);
-        v->refused_ptr = ptr;
-        v->refused_size = nsize;
+        /* Each refusal costs Lua an emergency full collection: once the
+         * slice is over, the next instruction ends the invocation. */
+        if (slice_over()) make_sticky(v, EXC_SLICE);
         return NULL;
     }
     void *p = realloc(ptr, nsize);
     if (!p) return NULL;
-    if (nsize > old) {
-        v->refused_size = 0;
-        if (nsize - old >= BIG_ALLOC && slice_over()) make_sticky(v, EXC_SLICE);
-    }
+    if (nsize - old >= BIG_ALLOC && nsize > old && slice_over()) make_sticky(v, EXC_SLICE);
     v->mem_used = v->mem_used - old + nsize;
     return p;
 }
@@ -152,9 +145,9 @@ static void sb_check(void *ctx, lua_State *L, int cost) {
     lua_error(L);
 }
 
-static size_t sb_mem_room(void *ctx) {
+static size_t sb_mem_cap(void *ctx) {
     hversion *v = ctx;
-    return v->mem_used < v->mem_limit ? v->mem_limit - v->mem_used : 0;
+    return v->mem_limit;
 }
 
 static lua_State *sb_switch(void *ctx, lua_State *co) {
@@ -168,8 +161,6 @@ static lua_State *sb_switch(void *ctx, lua_State *co) {
 static void budget_reset(hversion *v) {
     v->budget_used = 0;
     v->budget_exceeded = EXC_NONE;
-    v->mem_refusals = 0;
-    v->refused_size = 0;
     lua_sethook(v->L, budget_hook, LUA_MASKCOUNT, v->budget_limit < BUDGET_STEP ? (int)v->budget_limit : BUDGET_STEP);
 }
 
@@ -676,7 +667,7 @@ hversion *hversion_new(handler *h, int number, size_t mem_limit, long long instr
     v->budget_limit = instruction_limit > 0 ? instruction_limit : 1;
     v->ref_on_event = v->ref_on_call = v->ref_snapshot = v->ref_on_reload = v->ref_on_replaced = LUA_NOREF;
     v->ref_idle_co = LUA_NOREF;
-    v->sb = (sandbox_opts){v->lib_path, on_require, on_print, v, preload, sb_check, sb_mem_room, sb_switch};
+    v->sb = (sandbox_opts){v->lib_path, on_require, on_print, v, preload, sb_check, sb_mem_cap, sb_switch};
     v->L = lua_newstate(hv_alloc, v);
     if (!v->L) {
         char buf[128];

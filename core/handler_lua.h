@@ -23,9 +23,8 @@
  * "time slice exceeded (handler-time-slice is N ms)", sticky as above.
  *
  * Memory near the cap: each refused allocation costs Lua an emergency full
- * collection. The second refusal in one invocation that such a collection
- * did not cure makes "not enough memory" sticky too, so a handler cannot
- * spend a collection per pcall round.
+ * collection; the allocator checks the slice at every refusal, so a handler
+ * cannot spend a collection per pcall round past its slice.
  *
  * Errors are returned as malloc'd strings: the message (with file:line when
  * Lua knows it), then "\nstack traceback:\n..." when there is one. An error

@@ -555,7 +555,7 @@ static int lb_rep(lua_State *L) {
     size_t unit = l + lsep;
     if (unit < l || unit > (size_t)LUA_MAXINTEGER / (size_t)n) return luaL_error(L, "resulting string too large");
     size_t total = (size_t)n * unit - lsep;
-    if (o->mem_room && total > o->mem_room(o->ctx))
+    if (o->mem_cap && total > o->mem_cap(o->ctx))
         return luaL_error(L, "not enough memory for string.rep (%I bytes; handler-memory-limit)", (lua_Integer)total);
     luaL_Buffer b;
     char *p = luaL_buffinitsize(L, &b, total);

@@ -7,7 +7,7 @@
  *                 and error messages), counting steps; plain find is memmem
  *                 (linear). A gsub replacement string is counted too.
  *   string.rep    an empty result returns at once; the size is checked
- *                 against the room left under the memory cap before copying
+ *                 against the memory cap before copying
  *                 (doubling memcpy, linear).
  *   table.move    the stock function in chunks of LB_STEPS elements.
  *   table.sort    without a comparator, a table longer than LB_STEPS is

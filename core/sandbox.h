@@ -52,8 +52,9 @@ typedef struct sandbox_opts {
     /* Charges cost instructions to the running invocation and raises (as the
      * count hook does) past its budget or its time slice; may be NULL. */
     void (*check)(void *ctx, lua_State *L, int cost);
-    /* Bytes the state may still allocate under its cap; NULL: no cap. */
-    size_t (*mem_room)(void *ctx);
+    /* The state's memory cap in bytes (a larger result is refused before any
+     * work); NULL: no cap. */
+    size_t (*mem_cap)(void *ctx);
     /* Handler code now runs in thread co; returns the thread that ran
      * before (passed back when co returns or yields). May be NULL. */
     lua_State *(*on_switch)(void *ctx, lua_State *co);

@@ -17,11 +17,11 @@ static void count_check(void *ctx, lua_State *L, int cost) {
 }
 
 static size_t room = (size_t)-1;
-static size_t mem_room(void *ctx) {
+static size_t mem_cap(void *ctx) {
     return room;
 }
 
-static sandbox_opts opts = {.check = count_check, .mem_room = mem_room};
+static sandbox_opts opts = {.check = count_check, .mem_cap = mem_cap};
 
 static int open_cb(lua_State *L) {
     lbounded_open(L, &opts);
