@@ -884,7 +884,7 @@ return {
   end,
 }
 ''',
-    }, **{"handler-memory-limit": "4mb"})
+    }, **{"handler-memory-limit": "4mb", "handler-time-slice": 10000})  # the cap, not the slice
     sub = subscriber(s, "res")
     r = s.client()
     for _ in range(3):
