@@ -46,6 +46,8 @@ static const option options[] = {
      "memory cap per handler (default 64mb)"},
     {"handler-instruction-limit", OPT_INT, O(handler_instruction_limit), 0, 1000, 1LL << 40,
      "VM instructions per handler invocation (default 10000000)"},
+    {"handler-time-slice", OPT_INT, O(handler_time_slice), 0, 1, 3600000,
+     "ms one run of handler code may keep the loop, nested hub.call runs included (default 50)"},
     {"handler-queue-limit", OPT_INT, O(handler_queue_limit), 0, 1, 1LL << 31,
      "events queued per handler before new ones are dropped and counted (default 100000)"},
     {"handler-queue-memory", OPT_MEM, O(handler_queue_memory), 0, 1024, 1LL << 40,
@@ -89,6 +91,7 @@ void config_defaults(config *cfg) {
     cfg->shutdown_timeout = 5;
     cfg->handler_memory_limit = 64LL * 1024 * 1024;
     cfg->handler_instruction_limit = 10000000;
+    cfg->handler_time_slice = 50;
     cfg->handler_queue_limit = 100000;
     cfg->handler_queue_memory = 64LL * 1024 * 1024;
     cfg->handler_max_draining = 4;

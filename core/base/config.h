@@ -31,6 +31,7 @@ typedef struct config {
     long long shutdown_timeout;      /* seconds to flush output on SIGTERM */
     long long handler_memory_limit;  /* bytes per handler lua_State */
     long long handler_instruction_limit; /* VM instructions per invocation */
+    long long handler_time_slice;    /* ms an outermost handler invocation may run (>= 1) */
     long long handler_queue_limit;   /* events queued per handler */
     long long handler_queue_memory;  /* bytes of events queued per handler */
     long long handler_max_draining;  /* retired versions kept per handler */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "handler_copy.h"
 #include "handler_runtime.h"
@@ -23,6 +24,35 @@
 
 /* Instructions between two budget checks: the budget is exact to this much. */
 #define BUDGET_STEP 1000
+/* Growth in one allocation that makes the allocator look at the clock. */
+#define BIG_ALLOC (256 * 1024)
+
+/* Why an invocation must end (hversion.budget_exceeded). */
+enum { EXC_NONE, EXC_INSTRUCTIONS, EXC_SLICE, EXC_MEMORY };
+
+/* The time slice: shared by every invocation nested in the outermost one. */
+static int inv_depth;        /* invocations running, all versions */
+static int64_t slice_end_ns; /* CLOCK_MONOTONIC deadline of the outermost */
+static long long slice_ms;   /* its length, for messages */
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int slice_over(void) {
+    return inv_depth > 0 && now_ns() >= slice_end_ns;
+}
+
+static void budget_hook(lua_State *L, lua_Debug *ar);
+
+/* Marks the invocation as failed for `why` and makes the thread running
+ * handler code raise at its next instruction. Safe inside the allocator. */
+static void make_sticky(hversion *v, int why) {
+    if (!v->budget_exceeded) v->budget_exceeded = why;
+    if (v->current) lua_sethook(v->current, budget_hook, LUA_MASKCOUNT, 1);
+}
 
 /*---- Memory -----------------------------------------------------------------*/
 
@@ -37,9 +67,15 @@ static void *hv_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         v->mem_used -= old;
         return NULL;
     }
-    if (nsize > old && v->mem_used + (nsize - old) > v->mem_limit) return NULL;
+    if (nsize > old && v->mem_used + (nsize - old) > v->mem_limit) {
+        /* Each refusal costs Lua an emergency full collection: once the
+         * slice is over, the next instruction ends the invocation. */
+        if (slice_over()) make_sticky(v, EXC_SLICE);
+        return NULL;
+    }
     void *p = realloc(ptr, nsize);
     if (!p) return NULL;
+    if (nsize - old >= BIG_ALLOC && nsize > old && slice_over()) make_sticky(v, EXC_SLICE);
     v->mem_used = v->mem_used - old + nsize;
     return p;
 }
@@ -53,13 +89,34 @@ static int hv_panic(lua_State *L) {
     return 0;
 }
 
-/*---- Instruction budget -----------------------------------------------------*/
+/*---- Instruction budget and time slice ----------------------------------------*/
+
+/* Pushes the message for v's budget_exceeded. */
+static void push_exceeded(lua_State *L, hversion *v) {
+    if (v->budget_exceeded == EXC_SLICE)
+        lua_pushfstring(L, "time slice exceeded (handler-time-slice is %I ms)", (lua_Integer)slice_ms);
+    else if (v->budget_exceeded == EXC_MEMORY)
+        lua_pushfstring(L, "not enough memory (handler-memory-limit is %I bytes)", (lua_Integer)v->mem_limit);
+    else
+        lua_pushliteral(L, "instruction limit exceeded");
+}
+
+/* Charges cost instructions; returns whether the invocation must end. */
+static int over_budget(hversion *v, long long cost) {
+    v->budget_used += cost;
+    if (!v->budget_exceeded) {
+        if (v->budget_used >= v->budget_limit)
+            v->budget_exceeded = EXC_INSTRUCTIONS;
+        else if (slice_over())
+            v->budget_exceeded = EXC_SLICE;
+    }
+    return v->budget_exceeded != EXC_NONE;
+}
 
 static void budget_hook(lua_State *L, lua_Debug *ar) {
     hversion *v = hversion_of(L);
     int step = lua_gethookcount(L);
-    v->budget_used += step;
-    if (!v->budget_exceeded && v->budget_used < v->budget_limit) {
+    if (!over_budget(v, step)) {
         /* a coroutine may still have the per-instruction count of an earlier
          * overrun; put it back to the normal step */
         if (step != BUDGET_STEP) lua_sethook(L, budget_hook, LUA_MASKCOUNT, BUDGET_STEP);
@@ -67,19 +124,43 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
     }
     /* Over budget: from now on every instruction of this thread raises, so
      * the error escapes any pcall in handler code. */
-    v->budget_exceeded = 1;
     if (step != 1) lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
     if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
-        lua_pushfstring(L, "%s:%d: instruction limit exceeded", ar->short_src, ar->currentline);
+        lua_pushfstring(L, "%s:%d: ", ar->short_src, ar->currentline);
     else
-        lua_pushliteral(L, "instruction limit exceeded");
+        lua_pushliteral(L, "");
+    push_exceeded(L, v);
+    lua_concat(L, 2);
     lua_error(L);
+}
+
+/* sandbox_opts.check: the bounded library functions and coroutine switches. */
+static void sb_check(void *ctx, lua_State *L, int cost) {
+    hversion *v = ctx;
+    if (!inv_depth || !over_budget(v, cost)) return;
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+    luaL_where(L, 1);
+    push_exceeded(L, v);
+    lua_concat(L, 2);
+    lua_error(L);
+}
+
+static size_t sb_mem_cap(void *ctx) {
+    hversion *v = ctx;
+    return v->mem_limit;
+}
+
+static lua_State *sb_switch(void *ctx, lua_State *co) {
+    hversion *v = ctx;
+    lua_State *prev = v->current;
+    v->current = co;
+    return prev;
 }
 
 /* Starts a new invocation's budget on the main thread. */
 static void budget_reset(hversion *v) {
     v->budget_used = 0;
-    v->budget_exceeded = 0;
+    v->budget_exceeded = EXC_NONE;
     lua_sethook(v->L, budget_hook, LUA_MASKCOUNT, v->budget_limit < BUDGET_STEP ? (int)v->budget_limit : BUDGET_STEP);
 }
 
@@ -93,32 +174,34 @@ typedef struct invocation {
     hversion *v;
     const char *path, *src; /* INV_LOAD */
     size_t len;
-    const hevent *ev;       /* INV_EVENT */
-    const char *name, *data;/* INV_CALL */
+    const hevent *ev;        /* INV_EVENT */
+    const char *name, *data; /* INV_CALL */
     size_t nlen, dlen;
     uint64_t id;
     double time_ms;
-    char *reply;            /* INV_CALL result */
+    char *reply; /* INV_CALL result */
     size_t rlen;
-    int ref, nres;          /* INV_REF */
-    const char *arg;        /* INV_REF: one string argument, or NULL for none */
+    int ref, nres;   /* INV_REF */
+    const char *arg; /* INV_REF: one string argument, or NULL for none */
     size_t alen;
-    lua_State *from;        /* INV_HANDOVER: old state, snapshot at its top */
+    lua_State *from; /* INV_HANDOVER: old state, snapshot at its top */
     int has_snapshot;
-    const char *stage;      /* INV_HANDOVER: what is running, for messages */
-    int co_ref;             /* INV_RESUME: the waiting coroutine */
-    int ok;                 /* INV_RESUME: hub.call succeeded (arg is the reply) or not (arg is the error) */
-    int is_call;            /* INV_CALL, INV_RESUME: the coroutine is an on_call; its result is the reply */
-    uint64_t answer;        /* INV_RESUME of an on_call: the request its reply answers */
-    hwait *pending;         /* set when the coroutine waits in hub.call (again) */
+    const char *stage; /* INV_HANDOVER: what is running, for messages */
+    int co_ref;        /* INV_RESUME: the waiting coroutine */
+    int ok;            /* INV_RESUME: hub.call succeeded (arg is the reply) or not (arg is the error) */
+    int is_call;       /* INV_CALL, INV_RESUME: the coroutine is an on_call; its result is the reply */
+    uint64_t answer;   /* INV_RESUME of an on_call: the request its reply answers */
+    hwait *pending;    /* set when the coroutine waits in hub.call (again) */
 } invocation;
 
 /* Message handler: the error as a string, with a traceback appended. */
 static int msgh(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (!msg) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
-        else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
     luaL_traceback(L, L, msg, 1);
     return 1;
@@ -175,14 +258,30 @@ static void take_reply(lua_State *L, invocation *iv, lua_State *co, int nres) {
     lua_pop(L, 1);
 }
 
+/* Lists (or unlists) the thread at the top of L as waiting in hub.call
+ * (sandbox.h). Unlisting never allocates. */
+static void mark_hub_thread(lua_State *L, int on) {
+    lua_getfield(L, LUA_REGISTRYINDEX, SANDBOX_HUB_THREADS);
+    if (lua_istable(L, -1)) {
+        lua_pushvalue(L, -2);
+        if (on)
+            lua_pushboolean(L, 1);
+        else
+            lua_pushnil(L);
+        lua_rawset(L, -3);
+    }
+    lua_pop(L, 1);
+}
+
 static void resume_task(lua_State *L, hversion *v, invocation *iv, lua_State *co, int co_ref, int nargs) {
     int nres = 0;
-    lua_State *outer = v->running;
+    lua_State *outer = v->running, *prev = v->current;
     v->yielding = NULL;
-    v->running = co;
+    v->running = v->current = co;
     lua_sethook(co, lua_gethook(L), LUA_MASKCOUNT, lua_gethookcount(L));
     int st = lua_resume(co, L, nargs, &nres);
     v->running = outer;
+    v->current = prev;
     if (st == LUA_YIELD) {
         hwait *w = v->yielding;
         v->yielding = NULL;
@@ -192,6 +291,7 @@ static void resume_task(lua_State *L, hversion *v, invocation *iv, lua_State *co
             lua_pushliteral(L, "a handler callback may only yield inside hub.call");
             lua_error(L);
         }
+        mark_hub_thread(L, 1); /* co, at the top: handler code may not resume it */
         if (co_ref == LUA_NOREF) {
             lua_pushvalue(L, -1); /* co */
             co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -214,8 +314,10 @@ static void resume_task(lua_State *L, hversion *v, invocation *iv, lua_State *co
         return;
     }
     v->co_errmem = st == LUA_ERRMEM;
-    if (lua_type(co, -1) == LUA_TSTRING) luaL_traceback(L, co, lua_tostring(co, -1), 0);
-    else lua_xmove(co, L, 1);
+    if (lua_type(co, -1) == LUA_TSTRING)
+        luaL_traceback(L, co, lua_tostring(co, -1), 0);
+    else
+        lua_xmove(co, L, 1);
     lua_error(L);
 }
 
@@ -265,6 +367,7 @@ static int inv_body(lua_State *L) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, iv->co_ref);
         lua_State *co = lua_tothread(L, -1);
         if (!co) return 0;
+        mark_hub_thread(L, 0);
         int n = 1;
         if (iv->ok) {
             lua_pushlstring(L, iv->arg, iv->alen);
@@ -291,8 +394,10 @@ static int inv_body(lua_State *L) {
         return iv->nres;
     case INV_HANDOVER:
         iv->stage = "snapshot";
-        if (iv->has_snapshot) hcopy_value(iv->from, -1, L, "snapshot()");
-        else lua_pushnil(L);
+        if (iv->has_snapshot)
+            hcopy_value(iv->from, -1, L, "snapshot()");
+        else
+            lua_pushnil(L);
         if (v->ref_on_reload != LUA_NOREF) {
             iv->stage = "on_reload";
             lua_rawgeti(L, LUA_REGISTRYINDEX, v->ref_on_reload);
@@ -325,14 +430,25 @@ static int inv_run(hversion *v, invocation *iv, int nres, char **err) {
     int base = lua_gettop(L);
     iv->v = v;
     budget_reset(v);
+    if (inv_depth++ == 0) {
+        const handler *h = v->h;
+        slice_ms = h && h->rt && h->rt->hub && h->rt->hub->cfg.handler_time_slice > 0
+                       ? h->rt->hub->cfg.handler_time_slice
+                       : 50;
+        slice_end_ns = now_ns() + (int64_t)slice_ms * 1000000;
+    }
     lua_pushcfunction(L, msgh);
     lua_pushcfunction(L, inv_body);
     lua_pushlightuserdata(L, iv);
     v->co_errmem = 0;
     v->active++;
+    lua_State *prev = v->current;
+    v->current = L;
     int st = lua_pcall(L, 1, nres, base + 1);
+    v->current = prev;
     v->active--;
-    if (st != LUA_OK && v->co_errmem) st = LUA_ERRMEM;
+    inv_depth--;
+    if (st != LUA_OK && v->co_errmem && v->budget_exceeded != EXC_SLICE) st = LUA_ERRMEM;
     if (st != LUA_OK) {
         *err = error_text(v, st);
         lua_settop(L, base);
@@ -385,41 +501,51 @@ static int rawfield(lua_State *L, int t, const char *key) {
     return lua_rawget(L, t);
 }
 
-/* Copies the list t[key] into *out (deduplicated). The array is attached to
- * v before anything can raise, so hversion_close frees it in every case. */
+/* Copies the list t[key] into *out (deduplicated, in linear time: an open
+ * addressing set of indexes into *out). The array is attached to v before
+ * anything can raise, so hversion_close frees it in every case. */
 static void extract_list(lua_State *L, int t, const char *key, hstrv **out, size_t *n) {
     if (rawfield(L, t, key) != LUA_TTABLE) {
         lua_pop(L, 1);
         return;
     }
     size_t len = lua_rawlen(L, -1);
-    if (len) {
-        hstrv *arr = calloc(len, sizeof *arr);
-        *out = arr; /* owned by the version from here on */
-        if (!arr) {
-            luaL_error(L, "not enough memory");
-            return;
-        }
+    if (!len) {
+        lua_pop(L, 1);
+        return;
+    }
+    hstrv *arr = calloc(len, sizeof *arr);
+    *out = arr; /* owned by the version from here on */
+    size_t cap = 16;
+    while (cap < 2 * len) cap *= 2;
+    size_t *set = arr ? calloc(cap, sizeof *set) : NULL; /* index + 1, 0 = empty */
+    if (!set) {
+        luaL_error(L, "not enough memory");
+        return;
     }
     for (size_t i = 1; i <= len; i++) {
         lua_rawgeti(L, -1, (lua_Integer)i);
         size_t sl;
         const char *s = lua_tolstring(L, -1, &sl);
-        int dup = 0;
-        for (size_t j = 0; j < *n && !dup; j++) dup = (*out)[j].len == sl && memcmp((*out)[j].p, s, sl) == 0;
-        if (!dup) {
+        size_t slot = hhash(s, sl) & (cap - 1);
+        while (set[slot] && !(arr[set[slot] - 1].len == sl && memcmp(arr[set[slot] - 1].p, s, sl) == 0))
+            slot = (slot + 1) & (cap - 1);
+        if (!set[slot]) {
             char *p = malloc(sl + 1);
             if (!p) {
+                free(set);
                 luaL_error(L, "not enough memory");
                 return;
             }
             memcpy(p, s, sl);
             p[sl] = '\0';
-            (*out)[*n].p = p;
-            (*out)[(*n)++].len = sl;
+            arr[*n].p = p;
+            arr[(*n)++].len = sl;
+            set[slot] = *n;
         }
         lua_pop(L, 1);
     }
+    free(set);
     lua_pop(L, 1);
 }
 
@@ -464,7 +590,8 @@ static void validate(lua_State *L, hversion *v, const char *path) {
             return; /* not reached: bad() raises */
         }
         const char *key = handler_keys[known].key;
-        if (handler_keys[known].kind == 1) check_list(L, path, key, lua_gettop(L));
+        if (handler_keys[known].kind == 1)
+            check_list(L, path, key, lua_gettop(L));
         else if (handler_keys[known].kind == 2) {
             if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
                 bad(L, path, "'%s' must be a non-empty string, got %s", key,
@@ -521,10 +648,12 @@ static void on_print(void *ctx, const char *msg, size_t len) {
 
 /*---- Public API ---------------------------------------------------------------*/
 
-hversion *hversion_of(lua_State *L) { return *(hversion **)lua_getextraspace(L); }
+hversion *hversion_of(lua_State *L) {
+    return *(hversion **)lua_getextraspace(L);
+}
 
-hversion *hversion_new(handler *h, int number, size_t mem_limit, long long instruction_limit,
-                       const char *lib_path, char **err) {
+hversion *hversion_new(handler *h, int number, size_t mem_limit, long long instruction_limit, const char *lib_path,
+                       char **err) {
     static const luaL_Reg preload[] = {{"hub", luaopen_hub}, {NULL, NULL}};
     hversion *v = calloc(1, sizeof *v);
     if (!v || !(v->lib_path = strdup(lib_path ? lib_path : ""))) {
@@ -538,7 +667,7 @@ hversion *hversion_new(handler *h, int number, size_t mem_limit, long long instr
     v->budget_limit = instruction_limit > 0 ? instruction_limit : 1;
     v->ref_on_event = v->ref_on_call = v->ref_snapshot = v->ref_on_reload = v->ref_on_replaced = LUA_NOREF;
     v->ref_idle_co = LUA_NOREF;
-    v->sb = (sandbox_opts){v->lib_path, on_require, on_print, v, preload};
+    v->sb = (sandbox_opts){v->lib_path, on_require, on_print, v, preload, sb_check, sb_mem_cap, sb_switch};
     v->L = lua_newstate(hv_alloc, v);
     if (!v->L) {
         char buf[128];
@@ -596,8 +725,14 @@ int hversion_event(hversion *v, const hevent *e, char **err) {
 
 int hversion_call(hversion *v, const char *name, size_t nlen, const char *data, size_t dlen, uint64_t id,
                   double time_ms, char **reply, size_t *rlen, char **err, hwait **pending) {
-    invocation iv = {.kind = INV_CALL, .name = name, .nlen = nlen, .data = data, .dlen = dlen, .id = id,
-                     .time_ms = time_ms, .is_call = 1};
+    invocation iv = {.kind = INV_CALL,
+                     .name = name,
+                     .nlen = nlen,
+                     .data = data,
+                     .dlen = dlen,
+                     .id = id,
+                     .time_ms = time_ms,
+                     .is_call = 1};
     if (inv_run(v, &iv, 0, err)) {
         free(iv.reply);
         return -1;
@@ -618,8 +753,8 @@ int hversion_run_ref(hversion *v, int ref, char **err) {
 
 int hversion_resume(hversion *v, int co_ref, int ok, const char *p, size_t n, int is_call, uint64_t answer,
                     char **reply, size_t *rlen, char **err) {
-    invocation iv = {.kind = INV_RESUME, .co_ref = co_ref, .ok = ok, .arg = p, .alen = n, .is_call = is_call,
-                     .answer = answer};
+    invocation iv = {
+        .kind = INV_RESUME, .co_ref = co_ref, .ok = ok, .arg = p, .alen = n, .is_call = is_call, .answer = answer};
     if (inv_run(v, &iv, 0, err)) {
         free(iv.reply);
         return -1;

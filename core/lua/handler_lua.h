@@ -15,6 +15,17 @@
  * "instruction limit exceeded", and keeps raising at every instruction until
  * the invocation ends, so pcall inside handler code cannot swallow it.
  *
+ * Time: the outermost invocation (no other handler code running) starts a
+ * time slice of handler-time-slice ms that nested invocations (hub.call into
+ * a Lua listener) share. The count hook, the bounded library functions
+ * (lua_bounded.h), coroutine switches and large or refused allocations
+ * compare CLOCK_MONOTONIC with its end; past it the invocation fails with
+ * "time slice exceeded (handler-time-slice is N ms)", sticky as above.
+ *
+ * Memory near the cap: each refused allocation costs Lua an emergency full
+ * collection; the allocator checks the slice at every refusal, so a handler
+ * cannot spend a collection per pcall round past its slice.
+ *
  * Errors are returned as malloc'd strings: the message (with file:line when
  * Lua knows it), then "\nstack traceback:\n..." when there is one. An error
  * string is NULL only when even it could not be allocated; consumers read
@@ -48,33 +59,37 @@ typedef struct hdep {
 
 typedef struct hversion {
     lua_State *L;
-    handler *h;              /* the handler this is (or would become) a version of */
-    int number;              /* hub.version */
+    handler *h; /* the handler this is (or would become) a version of */
+    int number; /* hub.version */
     size_t mem_used, mem_limit;
     long long budget_limit, budget_used;
-    int budget_exceeded;
+    int budget_exceeded; /* 0, or why this invocation must end (handler_lua.c) */
+    lua_State *current;  /* the thread running handler code now, or NULL */
+    int mem_refusals;    /* refusals that survived an emergency collection */
+    void *refused_ptr;   /* the last refused allocation, to tell Lua's retry */
+    size_t refused_size;
     int ref_on_event, ref_on_call, ref_snapshot, ref_on_reload; /* registry refs or LUA_NOREF */
-    int ref_on_replaced;     /* optional on_replaced(name): a newer listener took a name */
-    int ref_idle_co;         /* a finished coroutine kept for the next task, or LUA_NOREF */
-    hstrv *subscribe;        /* patterns, in file order, without duplicates */
+    int ref_on_replaced; /* optional on_replaced(name): a newer listener took a name */
+    int ref_idle_co;     /* a finished coroutine kept for the next task, or LUA_NOREF */
+    hstrv *subscribe;    /* patterns, in file order, without duplicates */
     size_t nsubscribe;
-    hstrv group;             /* consumer group the subscribe patterns join, or {NULL, 0} */
-    hstrv *listen;           /* unicast names, without duplicates */
+    hstrv group;   /* consumer group the subscribe patterns join, or {NULL, 0} */
+    hstrv *listen; /* unicast names, without duplicates */
     size_t nlisten;
-    htimer *timers;          /* pending timers (hubmod.c) */
+    htimer *timers; /* pending timers (hubmod.c) */
     size_t ntimers;
-    hdep *deps;              /* lib files require() loaded */
+    hdep *deps; /* lib files require() loaded */
     size_t ndeps, capdeps;
     sandbox_opts sb;
     char *lib_path;
-    int closing;             /* lua_close in progress: the hub module refuses work */
+    int closing; /* lua_close in progress: the hub module refuses work */
     /* on_event, on_call and timers run as coroutines so hub.call can wait (hubmod.c) */
-    lua_State *running;      /* the callback coroutine being resumed, or NULL */
-    hwait *yielding;         /* set by hub.call just before it yields */
-    hwait *waits;            /* coroutines waiting for a reply */
+    lua_State *running; /* the callback coroutine being resumed, or NULL */
+    hwait *yielding;    /* set by hub.call just before it yields */
+    hwait *waits;       /* coroutines waiting for a reply */
     size_t nwaits;
-    int active;              /* invocations running (a call cycle check) */
-    int co_errmem;           /* the coroutine failed with a memory error */
+    int active;    /* invocations running (a call cycle check) */
+    int co_errmem; /* the coroutine failed with a memory error */
     /* retired by a reload while coroutines were waiting in hub.call: no new
      * events, calls or timers; closed when its last waiter finishes */
     int retired;
@@ -86,8 +101,8 @@ hversion *hversion_of(lua_State *L);
 
 /* Creates an empty state for version `number` of h. Returns NULL with *err
  * set if the state cannot be created. */
-hversion *hversion_new(handler *h, int number, size_t mem_limit, long long instruction_limit,
-                       const char *lib_path, char **err);
+hversion *hversion_new(handler *h, int number, size_t mem_limit, long long instruction_limit, const char *lib_path,
+                       char **err);
 
 /* Opens the sandbox, runs the file's text (chunk name "@path") and validates
  * what it returned (the handler contract). Returns 0, or -1 with *err. */
@@ -128,8 +143,8 @@ int hversion_run_ref(hversion *v, int ref, char **err);
 int hversion_resume(hversion *v, int co_ref, int ok, const char *p, size_t n, int is_call, uint64_t answer,
                     char **reply, size_t *rlen, char **err);
 
-/* Stops the version's timers and closes its state (finalizers run under the
- * instruction budget, with the hub module disabled). NULL is allowed. */
+/* Stops the version's timers and closes its state (only C finalizers run:
+ * the sandbox refuses __gc to handler code). NULL is allowed. */
 void hversion_close(hversion *v);
 
 /* Length of the message part of an error string (before the traceback);

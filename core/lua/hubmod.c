@@ -352,6 +352,11 @@ static int wait_reply(lua_State *L, hversion *v, conn *l, const char *name, size
     if (L != v->running)
         return call_fail(L, "hub.call: a listener that waits can only be waited for in on_event, on_call or a "
                             "timer callback");
+    /* Checked before anything is registered: a failed yield would leave the
+     * request behind for the next coroutine.yield to receive. */
+    if (!lua_isyieldable(L))
+        return call_fail(L, "hub.call: cannot wait here (inside a metamethod, an iterator, a sort comparator "
+                            "or a gsub callback)");
     hwait *w = calloc(1, sizeof *w);
     if (!w) return luaL_error(L, "hub.call: out of memory");
     w->v = v;

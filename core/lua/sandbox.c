@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lua_bounded.h"
+
 /* lua-cjson's header only declares luaopen_cjson; the library also has the
  * variant whose decode returns nil, err instead of raising. */
 extern int luaopen_cjson_safe(lua_State *L);
@@ -25,8 +27,10 @@ static int sb_load(lua_State *L) {
     int n = lua_gettop(L);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushvalue(L, 1);
-    if (n >= 2) lua_pushvalue(L, 2);
-    else lua_pushnil(L);
+    if (n >= 2)
+        lua_pushvalue(L, 2);
+    else
+        lua_pushnil(L);
     lua_pushliteral(L, "t");
     if (n >= 4) lua_pushvalue(L, 4);
     lua_call(L, n >= 4 ? 4 : 3, LUA_MULTRET);
@@ -41,11 +45,167 @@ static int sb_collectgarbage(lua_State *L) {
     int ok = 0;
     for (int i = 0; allowed[i]; i++) ok |= strcmp(opt, allowed[i]) == 0;
     if (!ok) return luaL_error(L, "collectgarbage('%s') is not available to handlers", opt);
+    const sandbox_opts *o = lua_touserdata(L, lua_upvalueindex(2));
+    if (o->check) o->check(o->ctx, L, SANDBOX_SWITCH_COST); /* a full collection costs up to the cap */
     int n = lua_gettop(L);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, n, LUA_MULTRET);
     return lua_gettop(L);
+}
+
+/* setmetatable(t, mt) refusing finalizers (see sandbox.h). */
+static int sb_setmetatable(lua_State *L) {
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        if (lua_rawget(L, 2) != LUA_TNIL) return luaL_error(L, "finalizers (__gc) are not available to handlers");
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+/* xpcall's continuation: stack f, msgh, true, results (or the error). */
+static int xpcall_done(lua_State *L, int status, lua_KContext ctx) {
+    (void)ctx;
+    if (status == LUA_OK || status == LUA_YIELD) return lua_gettop(L) - 2;
+    lua_pushboolean(L, 0);
+    lua_replace(L, 3);
+    if (status == LUA_ERRMEM) return 2; /* as xpcall: no handler for memory errors */
+    lua_pushvalue(L, 2);
+    lua_insert(L, 4);
+    lua_pcall(L, 1, 1, 0); /* the handler's result, or its own error */
+    return 2;
+}
+
+/* xpcall(f, msgh, ...): pcall(f, ...), then msgh(err) as ordinary code. */
+static int sb_xpcall(lua_State *L) {
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, 1);
+    lua_rotate(L, 3, 2); /* f, msgh, true, f, args... */
+    int st = lua_pcallk(L, n - 2, LUA_MULTRET, 0, 0, xpcall_done);
+    return xpcall_done(L, st, 0);
+}
+
+/*---- Coroutines ---------------------------------------------------------------*/
+
+static void charge(lua_State *L) {
+    const sandbox_opts *o = lua_touserdata(L, lua_upvalueindex(1));
+    if (o->check) o->check(o->ctx, L, SANDBOX_SWITCH_COST);
+}
+
+/* Raises if the thread at idx is one the hub suspended in hub.call. */
+static void refuse_hub_thread(lua_State *L, int idx, const char *what) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, SANDBOX_HUB_THREADS) == LUA_TTABLE) {
+        lua_pushvalue(L, idx);
+        if (lua_rawget(L, -2) != LUA_TNIL) luaL_error(L, "cannot %s a coroutine that is waiting in hub.call", what);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* Calls the original (upvalue 2) with the whole stack while thread co runs
+ * handler code; returns its results. */
+static int call_in(lua_State *L, lua_State *co) {
+    const sandbox_opts *o = lua_touserdata(L, lua_upvalueindex(1));
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_insert(L, 1);
+    lua_State *prev = o->on_switch ? o->on_switch(o->ctx, co) : NULL;
+    int st = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    if (o->on_switch) o->on_switch(o->ctx, prev);
+    if (st != LUA_OK) lua_error(L);
+    return lua_gettop(L);
+}
+
+static int sb_co_create(lua_State *L) {
+    charge(L);
+    return call_in(L, L);
+}
+
+static int sb_co_resume(lua_State *L) {
+    lua_State *co = lua_tothread(L, 1);
+    luaL_argexpected(L, co, 1, "coroutine");
+    refuse_hub_thread(L, 1, "resume");
+    charge(L);
+    return call_in(L, co);
+}
+
+static int sb_co_close(lua_State *L) {
+    lua_State *co = lua_tothread(L, 1);
+    luaL_argexpected(L, co, 1, "coroutine");
+    refuse_hub_thread(L, 1, "close");
+    return call_in(L, co); /* its pending to-be-closed variables run in co */
+}
+
+/* A function coroutine.wrap returned: upvalues opts, the stock function,
+ * its coroutine. */
+static int sb_co_wrapped(lua_State *L) {
+    charge(L);
+    return call_in(L, lua_tothread(L, lua_upvalueindex(3)));
+}
+
+static int sb_co_wrap(lua_State *L) {
+    charge(L);
+    call_in(L, L);
+    lua_settop(L, 1); /* the stock wrapper */
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_getupvalue(L, 2, 1); /* its coroutine */
+    lua_pushcclosure(L, sb_co_wrapped, 3);
+    return 1;
+}
+
+/*---- cjson ----------------------------------------------------------------------*/
+
+/* encode_max_depth / decode_max_depth with the depth clamped. */
+static int sb_json_depth(lua_State *L) {
+    if (lua_type(L, 1) == LUA_TNUMBER && lua_tonumber(L, 1) > SANDBOX_JSON_MAX_DEPTH) {
+        lua_pushinteger(L, SANDBOX_JSON_MAX_DEPTH);
+        lua_replace(L, 1);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static void json_bound(lua_State *L);
+
+/* cjson.new() returning a bounded instance. */
+static int sb_json_new(lua_State *L) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_call(L, 0, 1);
+    json_bound(L);
+    return 1;
+}
+
+/* Wraps the depth setters and new() of the cjson module at the top. */
+static void json_bound(lua_State *L) {
+    static const char *const setters[] = {"encode_max_depth", "decode_max_depth", NULL};
+    for (int i = 0; setters[i]; i++) {
+        lua_getfield(L, -1, setters[i]);
+        lua_pushcclosure(L, sb_json_depth, 1);
+        lua_setfield(L, -2, setters[i]);
+    }
+    lua_getfield(L, -1, "new");
+    lua_pushcclosure(L, sb_json_new, 1);
+    lua_setfield(L, -2, "new");
+}
+
+static int sb_open_cjson(lua_State *L) {
+    luaopen_cjson(L);
+    json_bound(L);
+    return 1;
+}
+
+static int sb_open_cjson_safe(lua_State *L) {
+    luaopen_cjson_safe(L);
+    json_bound(L);
+    return 1;
 }
 
 /* print(...): arguments through tostring, joined by tabs, to the hub's log. */
@@ -111,8 +271,10 @@ static int sb_searcher(lua_State *L) {
     errno = 0;
     char *src = sandbox_read_file(file, &len);
     if (!src) {
-        if (errno == ENOENT || errno == ENOTDIR) lua_pushfstring(L, "no file '%s'", file);
-        else lua_pushfstring(L, "cannot read '%s': %s", file, strerror(errno ? errno : EIO));
+        if (errno == ENOENT || errno == ENOTDIR)
+            lua_pushfstring(L, "no file '%s'", file);
+        else
+            lua_pushfstring(L, "cannot read '%s': %s", file, strerror(errno ? errno : EIO));
         return 1;
     }
     if (o->on_require) o->on_require(o->ctx, file, src, len);
@@ -139,6 +301,14 @@ static void remove_fields(lua_State *L, const char *const *names) {
 static void wrap_field(lua_State *L, const char *name, lua_CFunction fn) {
     lua_getfield(L, -1, name);
     lua_pushcclosure(L, fn, 1);
+    lua_setfield(L, -2, name);
+}
+
+/* The same with upvalues (opts, the original). */
+static void wrap_field_o(lua_State *L, const sandbox_opts *o, const char *name, lua_CFunction fn) {
+    lua_pushlightuserdata(L, (void *)o);
+    lua_getfield(L, -2, name);
+    lua_pushcclosure(L, fn, 2);
     lua_setfield(L, -2, name);
 }
 
@@ -176,9 +346,9 @@ static void setup_package(lua_State *L, const sandbox_opts *o) {
     lua_pop(L, 1);
     /* preload: cjson and the caller's modules */
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    lua_pushcfunction(L, luaopen_cjson);
+    lua_pushcfunction(L, sb_open_cjson);
     lua_setfield(L, -2, "cjson");
-    lua_pushcfunction(L, luaopen_cjson_safe);
+    lua_pushcfunction(L, sb_open_cjson_safe);
     lua_setfield(L, -2, "cjson.safe");
     for (const luaL_Reg *r = o->preload; r && r->name; r++) {
         lua_pushcfunction(L, r->func);
@@ -189,9 +359,10 @@ static void setup_package(lua_State *L, const sandbox_opts *o) {
 
 void sandbox_open(lua_State *L, const sandbox_opts *o) {
     static const luaL_Reg libs[] = {
-        {LUA_GNAME, luaopen_base},         {LUA_LOADLIBNAME, luaopen_package}, {LUA_COLIBNAME, luaopen_coroutine},
-        {LUA_TABLIBNAME, luaopen_table},   {LUA_STRLIBNAME, luaopen_string},   {LUA_MATHLIBNAME, luaopen_math},
-        {LUA_UTF8LIBNAME, luaopen_utf8},   {NULL, NULL},
+        {LUA_GNAME, luaopen_base},          {LUA_LOADLIBNAME, luaopen_package},
+        {LUA_COLIBNAME, luaopen_coroutine}, {LUA_TABLIBNAME, luaopen_table},
+        {LUA_STRLIBNAME, luaopen_string},   {LUA_MATHLIBNAME, luaopen_math},
+        {LUA_UTF8LIBNAME, luaopen_utf8},    {NULL, NULL},
     };
     static const char *const base_drop[] = {"dofile", "loadfile", "warn", NULL};
     for (const luaL_Reg *r = libs; r->name; r++) {
@@ -203,7 +374,13 @@ void sandbox_open(lua_State *L, const sandbox_opts *o) {
     lua_pushglobaltable(L);
     remove_fields(L, base_drop);
     wrap_field(L, "load", sb_load);
-    wrap_field(L, "collectgarbage", sb_collectgarbage);
+    wrap_field(L, "setmetatable", sb_setmetatable);
+    lua_pushcfunction(L, sb_xpcall);
+    lua_setfield(L, -2, "xpcall");
+    lua_getfield(L, -1, "collectgarbage");
+    lua_pushlightuserdata(L, (void *)o);
+    lua_pushcclosure(L, sb_collectgarbage, 2);
+    lua_setfield(L, -2, "collectgarbage");
     lua_pushlightuserdata(L, (void *)o);
     lua_pushcclosure(L, sb_print, 1);
     lua_setfield(L, -2, "print");
@@ -214,5 +391,19 @@ void sandbox_open(lua_State *L, const sandbox_opts *o) {
     lua_setfield(L, -2, "dump");
     lua_pop(L, 1);
 
+    lua_getglobal(L, LUA_COLIBNAME);
+    wrap_field_o(L, o, "create", sb_co_create);
+    wrap_field_o(L, o, "resume", sb_co_resume);
+    wrap_field_o(L, o, "close", sb_co_close);
+    wrap_field_o(L, o, "wrap", sb_co_wrap);
+    lua_pop(L, 1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, SANDBOX_HUB_THREADS);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pop(L, 1);
+
+    lbounded_open(L, o);
     setup_package(L, o);
 }

@@ -540,7 +540,7 @@ def test_failed_reload_leaves_the_old_version_serving(start, v2, reason):
     s = start({
         "c.lua": counter("v1"),
         "other.lua": 'return { listen = { "taken" }, on_call = function() return "" end }',
-    })
+    }, **{"handler-time-slice": 10000})  # the instruction limit, not the slice, stops v2's loop
     r = s.client()
     r.publish("c.1", "")
     wait_for(lambda: call(r, "c.count") == "v1:1:v1")
@@ -854,7 +854,7 @@ return {
   listen = { "fine" }, on_call = function() return string.rep("z", 3 * 1024 * 1024):len() end,
 }
 ''',
-    }, **{"handler-memory-limit": "2mb"})
+    }, **{"handler-memory-limit": "2mb", "handler-time-slice": 10000})  # the cap, not the slice
     sub = subscriber(s, "f.out")
     r = s.client()
     msg = call_error(r, "hog")
@@ -889,7 +889,7 @@ return {
   end,
 }
 ''',
-    }, **{"handler-memory-limit": "4mb"})
+    }, **{"handler-memory-limit": "4mb", "handler-time-slice": 10000})  # the cap, not the slice
     sub = subscriber(s, "res")
     r = s.client()
     for _ in range(3):

@@ -372,13 +372,13 @@ return {
 
 @pytest.fixture
 def lua_hub(server_factory, tmp_path):
-    def start(timeout="nil", **files):
+    def start(timeout="nil", config=None, **files):
         hdir = tmp_path / "handlers"
         hdir.mkdir(exist_ok=True)
         write_handler(str(hdir), "asker", ASKER.replace("TIMEOUT", timeout))
         for name, text in files.items():
             write_handler(str(hdir), name, text)
-        return server_factory(handlers_dir=str(hdir))
+        return server_factory(config=config, handlers_dir=str(hdir))
     return start
 
 
@@ -676,7 +676,7 @@ def test_shutdown_with_a_draining_version_is_clean(drain_hub):
 
 
 def test_errors_after_a_lua_hub_call_are_counted_and_budgeted(lua_hub):
-    server = lua_hub(failing="""
+    server = lua_hub(config={"handler-time-slice": 10000}, failing="""
 local hub = require("hub")
 return {
   subscribe = { "fail.*" },

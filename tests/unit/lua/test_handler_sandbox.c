@@ -29,11 +29,22 @@ static int open_cb(lua_State *L) {
 static char libdir[64], lib_path[128];
 static sandbox_opts opts;
 
+/* debug_mark(co): lists co as the hub's (as handler_lua.c does for a
+ * coroutine waiting in hub.call). */
+static int debug_mark(lua_State *L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, SANDBOX_HUB_THREADS);
+    lua_pushvalue(L, 1);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    return 0;
+}
+
 static lua_State *sandbox(void) {
     lua_State *L = luaL_newstate();
     lua_pushcfunction(L, open_cb);
     lua_pushlightuserdata(L, &opts);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) fprintf(stderr, "sandbox_open: %s\n", lua_tostring(L, -1));
+    lua_register(L, "debug_mark", debug_mark);
     return L;
 }
 
@@ -49,17 +60,17 @@ static const char *run(const char *code) {
     return out;
 }
 
-#define EXPECT(code, want)                                                                     \
-    do {                                                                                       \
-        const char *got = run(code);                                                           \
-        CHECKF(strncmp(got, want, strlen(want)) == 0, "%s -> %s (want %s)", code, got, want);  \
+#define EXPECT(code, want)                                                                                             \
+    do {                                                                                                               \
+        const char *got = run(code);                                                                                   \
+        CHECKF(strncmp(got, want, strlen(want)) == 0, "%s -> %s (want %s)", code, got, want);                          \
     } while (0)
 
 /* For messages that carry a chunk position first. */
-#define EXPECT_IN(code, want)                                                                  \
-    do {                                                                                       \
-        const char *got = run(code);                                                           \
-        CHECKF(strstr(got, want) != NULL, "%s -> %s (want %s)", code, got, want);               \
+#define EXPECT_IN(code, want)                                                                                          \
+    do {                                                                                                               \
+        const char *got = run(code);                                                                                   \
+        CHECKF(strstr(got, want) != NULL, "%s -> %s (want %s)", code, got, want);                                      \
     } while (0)
 
 static void setup(void) {
@@ -82,7 +93,7 @@ static void setup(void) {
     f = fopen(p, "w");
     fputs("\x1bLuaT", f);
     fclose(f);
-    opts = (sandbox_opts){lib_path, on_require, on_print, NULL, NULL};
+    opts = (sandbox_opts){lib_path, on_require, on_print, NULL, NULL, NULL, NULL, NULL};
 }
 
 TEST(unsafe_globals_are_gone) {
@@ -138,7 +149,8 @@ TEST(require_finds_only_the_lib_path) {
     EXPECT("return require('mod').answer", "ok: 42");
     CHECK(strstr(required, "/mod.lua") != NULL);
     EXPECT("return require('sub.inner')", "ok: inner");
-    EXPECT_IN("package.path = '/etc/?' return require('passwd')", "module 'passwd' not found:\n\tno field package.preload['passwd']\n\tno file '");
+    EXPECT_IN("package.path = '/etc/?' return require('passwd')",
+              "module 'passwd' not found:\n\tno field package.preload['passwd']\n\tno file '");
     EXPECT_IN("return require('lfs')", "module 'lfs' not found");
     EXPECT_IN("return require('binary')", "error loading module 'binary'");
     EXPECT_IN("return require('..etc.passwd')", "module '..etc.passwd' not found");
@@ -149,6 +161,30 @@ TEST(print_goes_to_the_callback) {
     printed[0] = '\0';
     EXPECT("print('a', 1, nil, true)", "ok: nil");
     CHECK(strcmp(printed, "a\t1\tnil\ttrue") == 0);
+}
+
+TEST(finalizers_xpcall_and_hub_threads) {
+    setup();
+    EXPECT_IN("setmetatable({}, {__gc = function() end})", "finalizers (__gc) are not available to handlers");
+    EXPECT_IN("setmetatable({}, {__gc = false})", "finalizers (__gc) are not available to handlers");
+    EXPECT("local mt = {} local t = setmetatable({}, mt) mt.__gc = error return getmetatable(t) == mt", "ok: true");
+    EXPECT("return select('#', xpcall(function(...) return ... end, print, 1, 2, 3))", "ok: 4");
+    EXPECT("local ok, e = xpcall(error, function(m) return 'h:' .. m end, 'x', 0) return tostring(ok) .. e",
+           "ok: falseh:x");
+    EXPECT("local ok, e = xpcall(error, function(m) error('again', 0) end, 'x') return e", "ok: again");
+    EXPECT_IN("xpcall(print)", "bad argument #2 to 'xpcall'");
+    EXPECT("local co = coroutine.create(function(a) local b = coroutine.yield(a + 1) return b * 2 end)\n"
+           "local _, x = coroutine.resume(co, 1) local _, y = coroutine.resume(co, 10)\n"
+           "local g = coroutine.wrap(function() coroutine.yield(1) return 2 end)\n"
+           "return x .. y .. g() .. g() .. coroutine.status(co)",
+           "ok: 22012dead");
+    /* a thread the hub lists as waiting in hub.call cannot be resumed or closed */
+    EXPECT_IN("local co = coroutine.create(function() coroutine.yield() end) coroutine.resume(co)\n"
+              "debug_mark(co) return coroutine.resume(co)",
+              "cannot resume a coroutine that is waiting in hub.call");
+    EXPECT_IN("local co = coroutine.create(function() coroutine.yield() end) coroutine.resume(co)\n"
+              "debug_mark(co) return coroutine.close(co)",
+              "cannot close a coroutine that is waiting in hub.call");
 }
 
 TEST(cleanup) {
