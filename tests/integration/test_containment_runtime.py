@@ -222,31 +222,25 @@ def test_a_listen_conflict_is_retried_on_the_next_rescan(start):
 
 
 def test_many_listen_names_load_and_reload_in_bounded_time(start):
-    # 80,000 names: the switch compared the old and new lists pairwise
-    # (n * m): a FORCE reload took seconds more than the first load. The load
-    # itself still pays for handler_lua.c's list de-duplication (quadratic on
-    # this branch, fixed on the sandbox branch; 0.05 s for both once merged),
-    # so the bound is what the switch adds on top of a load.
-    srv = start({})
+    # 80,000 names: the de-duplication of the list (handler_lua.c) and the
+    # switch (handler_reload.c) both compared names pairwise: the load took
+    # about 7 s and a FORCE reload 15 s with the loop blocked. Both are linear
+    # now. The slice is long here: building the list in Lua is the handler's
+    # own time (the slice test is test_containment_lua.py's); what is bounded
+    # is what the hub adds for the names.
+    srv = start({}, **{"handler-time-slice": 10000})
     r = srv.client(socket_timeout=120)
-    n = 20000 if IS_ASAN else 80000  # ASan: the quadratic load alone outlasts the watchdog
+    n = 80000
     text = """
 local l = {}
 for i = 1, %d do l[i] = "name." .. i end
 return { listen = l, on_call = function(ev) return ev.name end }
 """ % n
-    extra = 3.0 if IS_ASAN else 1.5
     with Watchdog(srv) as wd:
         write(srv.handlers_dir, "many.lua", text)
-        t0 = time.monotonic()
         assert reload(r) == ["many: loaded v1"]
-        t_load = time.monotonic() - t0
-        t0 = time.monotonic()
         assert reload(r, "many", "FORCE") == ["many: reloaded v2"]
-        t_reload = time.monotonic() - t0
-    assert t_reload < t_load + extra, (t_load, t_reload)
-    # a PING that came in during the load may wait for both commands
-    wd.check(max_stall=t_load + t_reload + STALL_BOUND)
+    wd.check(max_stall=2 * STALL_BOUND)
     assert r.execute_command("HUB.CALL", "name.%d" % (n - 1), "") == b"name.%d" % (n - 1)
     assert int(r.info("handlers")["unicast_names"]) == n
 
