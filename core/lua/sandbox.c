@@ -161,6 +161,9 @@ static int sb_co_wrap(lua_State *L) {
 
 /*---- cjson ----------------------------------------------------------------------*/
 
+/* Registry field: the sandbox_opts (light userdata) the cjson wrappers use. */
+#define SANDBOX_OPTS_KEY "luahub.sandbox_opts"
+
 /* encode_max_depth / decode_max_depth with the depth clamped. */
 static int sb_json_depth(lua_State *L) {
     if (lua_type(L, 1) == LUA_TNUMBER && lua_tonumber(L, 1) > SANDBOX_JSON_MAX_DEPTH) {
@@ -173,18 +176,119 @@ static int sb_json_depth(lua_State *L) {
     return lua_gettop(L);
 }
 
-static void json_bound(lua_State *L);
+static void json_bound(lua_State *L, int safe);
 
-/* cjson.new() returning a bounded instance. */
+/* What one encode may produce at the least: a walk of the value adding up a
+ * lower bound of the JSON text (a string is its bytes and two quotes, any
+ * other scalar one byte, an array one byte per slot up to its largest index
+ * as lua-cjson decides it, with "null" for the holes). lua-cjson builds its
+ * output with malloc, outside the state's memory cap, and the result must
+ * then fit in the state anyway, so a value whose bound passes the cap is
+ * refused before any output exists: a table holding one long string a
+ * million times, or {[1e9] = 1} with sparse arrays allowed, costs a walk of
+ * what the state holds, not gigabytes. */
+typedef struct json_walk {
+    const sandbox_opts *o;
+    size_t sum, cap, steps;
+    double ratio, safe; /* encode_sparse_array's current settings */
+} json_walk;
+
+/* Adds n to the bound; 1 once it passes the cap. */
+static int json_count(lua_State *L, json_walk *w, size_t n) {
+    w->sum += n;
+    if (++w->steps % 4096 == 0 && w->o->check) w->o->check(w->o->ctx, L, 4096);
+    return w->sum > w->cap;
+}
+
+/* Walks the value at the top of L (depth levels down so far); 1 once the
+ * bound passes the cap. */
+static int json_walk_value(lua_State *L, json_walk *w, int depth) {
+    int t = lua_type(L, -1);
+    if (t == LUA_TSTRING) return json_count(L, w, lua_rawlen(L, -1) + 2);
+    if (t != LUA_TTABLE || depth >= SANDBOX_JSON_MAX_DEPTH) /* too deep: lua-cjson refuses it itself */
+        return json_count(L, w, 1);
+    luaL_checkstack(L, 4, "JSON nesting");
+    /* lua-cjson's array test: only positive integer keys, not excessively sparse */
+    double max = 0, items = 0;
+    int array = 1;
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_pop(L, 1);
+        double k = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+        if (k >= 1 && k < 9.2e18 && k == (double)(long long)k) {
+            if (k > max) max = k;
+            items++;
+        } else {
+            array = 0;
+        }
+    }
+    if (array && w->ratio > 0 && max > items * w->ratio && max > w->safe) array = 0;
+    if (json_count(L, w, 2)) return 1;
+    if (array && max > items && json_count(L, w, max - items > (double)w->cap ? w->cap : (size_t)(max - items)))
+        return 1; /* the holes, "null" each */
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (!array) {
+            int over = json_count(L, w, lua_type(L, -2) == LUA_TSTRING ? lua_rawlen(L, -2) + 3 : 4); /* "key": */
+            if (over) {
+                lua_pop(L, 2);
+                return 1;
+            }
+        }
+        int over = json_walk_value(L, w, depth + 1);
+        lua_pop(L, 1);
+        if (over) {
+            lua_pop(L, 1);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* cjson.encode(value) (upvalues: the encoder, its instance's
+ * encode_sparse_array, the sandbox_opts, and whether the instance is
+ * cjson.safe's), refused when the walk's bound passes the cap: an error, or
+ * nil and the message for cjson.safe, as lua-cjson reports its own. */
+static int sb_json_encode(lua_State *L) {
+    const sandbox_opts *o = lua_touserdata(L, lua_upvalueindex(3));
+    size_t cap = o && o->mem_cap ? o->mem_cap(o->ctx) : 0;
+    if (cap) {
+        lua_settop(L, 1);
+        lua_pushvalue(L, lua_upvalueindex(2));
+        lua_call(L, 0, 3); /* convert, ratio, safe */
+        json_walk w = {o, 0, cap, 0, lua_tonumber(L, -2), lua_tonumber(L, -1)};
+        lua_pop(L, 3);
+        if (json_walk_value(L, &w, 0)) {
+            lua_pushfstring(L, "cannot encode: the JSON text would pass the handler's memory cap (%I bytes)",
+                            (lua_Integer)cap);
+            if (!lua_toboolean(L, lua_upvalueindex(4))) {
+                luaL_where(L, 1);
+                lua_insert(L, -2);
+                lua_concat(L, 2);
+                return lua_error(L);
+            }
+            lua_pushnil(L);
+            lua_insert(L, -2);
+            return 2;
+        }
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* cjson.new() returning a bounded instance (upvalue 2: cjson.safe's). */
 static int sb_json_new(lua_State *L) {
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_call(L, 0, 1);
-    json_bound(L);
+    json_bound(L, lua_toboolean(L, lua_upvalueindex(2)));
     return 1;
 }
 
-/* Wraps the depth setters and new() of the cjson module at the top. */
-static void json_bound(lua_State *L) {
+/* Wraps the depth setters, new() and encode of the cjson module at the top
+ * (safe: cjson.safe's, which answers nil, err instead of raising). */
+static void json_bound(lua_State *L, int safe) {
     static const char *const setters[] = {"encode_max_depth", "decode_max_depth", NULL};
     for (int i = 0; setters[i]; i++) {
         lua_getfield(L, -1, setters[i]);
@@ -192,19 +296,26 @@ static void json_bound(lua_State *L) {
         lua_setfield(L, -2, setters[i]);
     }
     lua_getfield(L, -1, "new");
-    lua_pushcclosure(L, sb_json_new, 1);
+    lua_pushboolean(L, safe);
+    lua_pushcclosure(L, sb_json_new, 2);
     lua_setfield(L, -2, "new");
+    lua_getfield(L, -1, "encode");
+    lua_getfield(L, -2, "encode_sparse_array");
+    lua_getfield(L, LUA_REGISTRYINDEX, SANDBOX_OPTS_KEY);
+    lua_pushboolean(L, safe);
+    lua_pushcclosure(L, sb_json_encode, 4);
+    lua_setfield(L, -2, "encode");
 }
 
 static int sb_open_cjson(lua_State *L) {
     luaopen_cjson(L);
-    json_bound(L);
+    json_bound(L, 0);
     return 1;
 }
 
 static int sb_open_cjson_safe(lua_State *L) {
     luaopen_cjson_safe(L);
-    json_bound(L);
+    json_bound(L, 1);
     return 1;
 }
 
@@ -365,6 +476,8 @@ void sandbox_open(lua_State *L, const sandbox_opts *o) {
         {LUA_UTF8LIBNAME, luaopen_utf8},    {NULL, NULL},
     };
     static const char *const base_drop[] = {"dofile", "loadfile", "warn", NULL};
+    lua_pushlightuserdata(L, (void *)o); /* for the cjson wrappers, made at require time */
+    lua_setfield(L, LUA_REGISTRYINDEX, SANDBOX_OPTS_KEY);
     for (const luaL_Reg *r = libs; r->name; r++) {
         luaL_requiref(L, r->name, r->func, 1);
         lua_pop(L, 1);

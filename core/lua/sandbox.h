@@ -31,7 +31,9 @@
  *   hub.call (those listed in the registry table SANDBOX_HUB_THREADS).
  * - cjson, cjson.safe and their cjson.new() instances: encode_max_depth and
  *   decode_max_depth are clamped to SANDBOX_JSON_MAX_DEPTH (deeper nesting
- *   would overflow the C stack).
+ *   would overflow the C stack), and encode refuses a value whose JSON text
+ *   would pass the memory cap, measured by a walk before any output exists
+ *   (lua-cjson allocates the text with malloc, outside the cap).
  * - string.find/match/gmatch/gsub/rep, table.move/sort: lua_bounded.h. */
 #ifndef LUAHUB_SANDBOX_H
 #define LUAHUB_SANDBOX_H

@@ -168,6 +168,39 @@ def test_cjson_depth_is_clamped_for_every_instance(start):
         assert ok == "true", out
 
 
+def test_cjson_encode_output_is_bounded_by_the_memory_cap(start):
+    # lua-cjson builds its text with malloc, outside the state's cap: one
+    # 1 MB string referenced 100,000 times (a few MB of Lua memory) asked for
+    # 100 GB, and {[1e9] = 1} with sparse arrays allowed for a billion
+    # "null"s. Both are refused before any output exists.
+    srv = start({"j.lua": listener("j", '''
+        local safe = require("cjson.safe")
+        local s = string.rep("x", 1024 * 1024)
+        local many = {}
+        for i = 1, 100000 do many[i] = s end
+        local out = {}
+        local ok, err = pcall(cjson.encode, many)
+        out[#out + 1] = tostring(ok) .. ":" .. tostring(err)
+        local r, e = safe.encode(many)                  -- cjson.safe: nil, err
+        out[#out + 1] = tostring(r) .. ":" .. tostring(e)
+        local inst = cjson.new()
+        inst.encode_sparse_array(true, 0)               -- ratio 0: never "too sparse"
+        ok, err = pcall(inst.encode, {[1e9] = 1})
+        out[#out + 1] = tostring(ok) .. ":" .. tostring(err)
+        -- ordinary values still encode, holes included
+        out[#out + 1] = inst.encode({[3] = 1}) .. cjson.encode({a = "x"})
+        return table.concat(out, "|")''')}, **{"handler-time-slice": 10000})
+    r = srv.client()
+    with Watchdog(srv) as wd:
+        out = call(r, "j").split("|")
+    wd.check(max_stall=SLICE_STALL * 2, max_rss_growth=None if IS_ASAN else 200 * 1024 * 1024)
+    cap = "cannot encode: the JSON text would pass the handler's memory cap (67108864 bytes)"
+    assert out[0].startswith("false:") and out[0].endswith(cap), out
+    assert out[1] == "nil:" + cap, out
+    assert out[2].startswith("false:") and out[2].endswith(cap), out
+    assert out[3] == '[null,null,1]{"a":"x"}', out
+
+
 # --------------------------------------------------------------------------
 # 5. C library loops
 # --------------------------------------------------------------------------
