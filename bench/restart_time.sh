@@ -104,14 +104,15 @@ def fill(port):
     while left:
         k = min(10000, left)
         s.sendall(cmd * k)
-        got, crlf = b"", 0
+        crlf, last = 0, b""
         while crlf < 2 * k:
             d = s.recv(1 << 20)
             if not d:
                 sys.exit("connection closed while filling")
-            if d.startswith(b"-") or b"\r\n-" in d:
+            if d.translate(None, b"0123456789$-\r\n"):  # an id reply has no other byte
                 sys.exit("error reply while filling: %r" % d[:200])
-            crlf += d.count(b"\r\n")
+            crlf += (last + d).count(b"\r\n")  # a CRLF split across two reads counts once
+            last = d[-1:] if d.endswith(b"\r") else b""
         left -= k
     s.close()
     return time.monotonic() - t0
@@ -144,7 +145,7 @@ hdir, hand = os.path.join(TMP, "hubdata"), os.path.join(TMP, "handlers")
 os.makedirs(hand)
 port = free_port()
 hub = lambda: [HUB, "--port", str(port), "--bind", "127.0.0.1", "--handlers", hand,
-               "--dir", hdir, "--durability", "os", "--loglevel", "warning"]
+               "--dir", hdir, "--durability", "os"]
 p, t0 = start(hub(), log)
 ping_ready(port, p, t0)
 fill_s = fill(port)
@@ -183,6 +184,11 @@ assert b"loading:0" in loading, loading[:300]
 assert xlen(port) == N
 stop(p)
 
+log.close()
+for line in open(os.path.join(TMP, "servers.log"), errors="replace"):
+    if "loaded in" in line:  # the hub's own account of its load (the last one)
+        hub_load = line.split("* ", 1)[-1].strip()
+print("luahub's log: " + hub_load)
 print("restart until PING with %d entries:" % N)
 print("  luahub (SIGTERM before)  %8.3f s   (RSS after start %s)" % (results["hub"], mb(rss)))
 print("  luahub (kill -9 before)  %8.3f s" % results["hub-kill9"])
