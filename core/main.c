@@ -26,6 +26,7 @@
 #include "net/unicast.h"
 #include "route/listen.h"
 #include "store/store.h"
+#include "store/capture.h"
 #include "store/stream.h"
 
 /*---- Listeners ----------------------------------------------------------*/
@@ -165,6 +166,7 @@ static void store_recovered_cb(void *ctx) {
         free(err);
         return;
     }
+    capture_rebuild(h->capture);
     log_notice("Store recovered; streams reloaded from the database");
 }
 
@@ -185,12 +187,17 @@ static int open_store(hub *h) {
         log_warning("out of memory");
         return -1;
     }
+    if (!(h->capture = capture_new(h->loop, h->streams, h->router, cmd_stream_key_appended))) {
+        log_warning("out of memory");
+        return -1;
+    }
     double t0 = ev_time();
     if (streams_load(h->streams, &err) < 0) {
         log_warning("Cannot load the streams from '%s': %s", h->cfg.dir, err ? err : "unknown error");
         free(err);
         return -1;
     }
+    capture_rebuild(h->capture);
     streams_info si;
     streams_get_info(h->streams, &si);
     log_notice("Store %s/luahub.db open (durability %s): %zu streams, %llu entries (%llu in memory) loaded in %.0f ms",
@@ -348,6 +355,8 @@ int main(int argc, char **argv) {
 
     /* Shutdown: the store commits what it has (its last callbacks release
      * gated replies), then every connection closes, then the runtime. */
+    capture_free(h->capture); /* its cold reads are cancelled before the store closes */
+    h->capture = NULL;
     conn_flush_pending(h);
     store_close(h->store);
     conn_flush_pending(h);

@@ -56,6 +56,7 @@ typedef struct hub {
     listen_registry *listeners; /* the unicast namespace, clients and handlers (route/listen.h) */
     struct store *store;     /* the durable store (store/store.h); NULL in unit tests */
     struct streams *streams; /* the stream model (store/stream.h); NULL in unit tests */
+    struct capture *capture; /* pub/sub captured into streams (store/capture.h); NULL in unit tests */
     hub_upcalls up;
 
     int tcp_fd, unix_fd;

@@ -1,5 +1,5 @@
 /* cmd_pubsub.c -- SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE, PUNSUBSCRIBE, PUBLISH,
- * PUBSUB: Redis's pub/sub commands with Redis's reply shapes. Confirmations
+ * PUBSUB (PUBLISH is in cmd_hubstream.c, with the capture): Redis's pub/sub commands with Redis's reply shapes. Confirmations
  * are pushes in RESP3 and arrays in RESP2 (reply_push decides). */
 #include <string.h>
 
@@ -90,11 +90,6 @@ static void unsubscribe_generic(conn *c, int argc, const hstr *argv, int pattern
 
 void cmd_unsubscribe(conn *c, int argc, const hstr *argv) { unsubscribe_generic(c, argc, argv, 0); }
 void cmd_punsubscribe(conn *c, int argc, const hstr *argv) { unsubscribe_generic(c, argc, argv, 1); }
-
-void cmd_publish(conn *c, int argc, const hstr *argv) {
-    (void)argc;
-    reply_int(c, (long long)router_publish(c->hub->router, argv[1].p, argv[1].len, argv[2].p, argv[2].len));
-}
 
 typedef struct list_ctx {
     conn *c;

@@ -297,6 +297,7 @@ void cmd_info(conn *c, int argc, const hstr *argv) {
                        (unsigned long long)router_deliveries(h->router));
     }
     info_streams_sections(h, &b, want(argc, argv, "persistence", 1), want(argc, argv, "streams", 1));
+    if (want(argc, argv, "capture", 1)) info_capture_section(h, &b);
     if (want(argc, argv, "handlers", 1)) info_handlers_section(h, &b);
     if (want(argc, argv, "events", 1)) info_events_section(h, &b);
     if (b.oom) {

@@ -232,6 +232,10 @@ void cmd_stream_key_deleted(const char *key, size_t klen) {
     signal_key(key, klen);
 }
 
+void cmd_stream_key_appended(const char *key, size_t klen) {
+    signal_key(key, klen);
+}
+
 /* The park callbacks: a blocked read that times out answers null. */
 static void release_cb(conn *c, int closing) {
     unblock(c);

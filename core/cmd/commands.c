@@ -71,6 +71,8 @@ static const command table[] = {
     {"hub.unlisten", -1, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_hub_unlisten, NULL},
     {"hub.reply", -3, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_hub_reply, NULL},
     {"hub.error", 3, CMD_PUBSUB_OK | CMD_LISTENER_OK, cmd_hub_error, NULL},
+    {"hub.stream", -2, 0, cmd_hub_stream, NULL},
+    {"hub.publish", -3, 0, cmd_hub_publish, NULL},
     {"xadd", -5, 0, cmd_xadd, NULL},
     {"xlen", 2, 0, cmd_xlen, NULL},
     {"xrange", -4, 0, cmd_xrange, NULL},

@@ -86,6 +86,12 @@ void cmd_hub_unlisten(conn *c, int argc, const hstr *argv);
 void cmd_hub_reply(conn *c, int argc, const hstr *argv);
 void cmd_hub_error(conn *c, int argc, const hstr *argv);
 
+void cmd_hub_stream(conn *c, int argc, const hstr *argv); /* cmd_hubstream.c */
+void cmd_hub_publish(conn *c, int argc, const hstr *argv);
+/* INFO's "# Capture" section (cmd_hubstream.c). */
+void info_capture_section(hub *h, struct textbuf *b);
+/* A stream got entries from a capture: its blocked readers run again. */
+void cmd_stream_key_appended(const char *key, size_t klen);
 void cmd_xadd(conn *c, int argc, const hstr *argv); /* cmd_stream.c */
 void cmd_xlen(conn *c, int argc, const hstr *argv);
 void cmd_xrange(conn *c, int argc, const hstr *argv);

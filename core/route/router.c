@@ -74,6 +74,8 @@ struct router {
     stats *stats;
     double (*clock)(void *ctx);
     void *clock_ctx;
+    router_hook_fn hook;
+    void *hook_ctx;
     uint64_t next_id;
     uint64_t published;
     uint64_t deliveries;
@@ -324,10 +326,11 @@ static int deliver_pattern_cb(void *udata, const char *pat, size_t plen, void *c
     return 0;
 }
 
-size_t router_publish_from(router *r, subscriber *origin, const char *chan, size_t clen, const char *msg,
-                           size_t mlen) {
+size_t router_publish_ex(router *r, subscriber *origin, const char *chan, size_t clen, const char *msg, size_t mlen,
+                         const char *msgid, size_t idlen, void *arg) {
     publish_ctx pc = {.d = {NULL, 0, chan, clen, msg, mlen, ++r->next_id, 0}, .origin = origin};
     pc.d.time_ms = r->clock ? r->clock(r->clock_ctx) : clock_wall_ms();
+    if (r->hook && r->hook(r->hook_ctx, &pc.d, msgid, idlen, arg)) return 0;
     unsigned hashv = stats_hash(chan, clen); /* once, for both lookups */
     entry *e;
     HASH_FIND_BYHASHVALUE(hh, r->channels, chan, clen, hashv, e);
@@ -341,6 +344,16 @@ size_t router_publish_from(router *r, subscriber *origin, const char *chan, size
     r->deliveries += pc.receivers;
     stats_published(r->stats, chan, clen, hashv, pc.receivers, pc.d.time_ms);
     return pc.receivers;
+}
+
+size_t router_publish_from(router *r, subscriber *origin, const char *chan, size_t clen, const char *msg,
+                           size_t mlen) {
+    return router_publish_ex(r, origin, chan, clen, msg, mlen, NULL, 0, NULL);
+}
+
+void router_set_hook(router *r, router_hook_fn fn, void *ctx) {
+    r->hook = fn;
+    r->hook_ctx = ctx;
 }
 
 void router_refused(router *r) { r->refused++; }

@@ -108,6 +108,20 @@ size_t router_publish(router *r, const char *chan, size_t clen, const char *msg,
 size_t router_publish_from(router *r, subscriber *origin, const char *chan, size_t clen, const char *msg,
                            size_t mlen);
 
+/* The publish hook (the capture of store/capture.h, set at start by main.c;
+ * this layer does not know it): called for every publish after the event
+ * got its id and time and before any delivery, with the publisher's
+ * message id (NULL unless HUB.PUBLISH ... MSGID) and `arg` from
+ * router_publish_ex (NULL for the other entry points). It returns 1 to
+ * withhold the event from every subscriber (a duplicate already
+ * published), else 0. Like deliver, it must not publish or subscribe. */
+typedef int (*router_hook_fn)(void *ctx, const delivery *d, const char *msgid, size_t idlen, void *arg);
+void router_set_hook(router *r, router_hook_fn fn, void *ctx);
+
+/* router_publish_from with a message id and an argument for the hook. */
+size_t router_publish_ex(router *r, subscriber *origin, const char *chan, size_t clen, const char *msg, size_t mlen,
+                         const char *msgid, size_t idlen, void *arg);
+
 /* Called by a deliver callback that dropped the event it was handed (a Lua
  * handler's full queue): the publish in progress does not count that
  * delivery among its receivers. */

@@ -35,6 +35,8 @@ struct streams {
     cold_req *cold;
     uint64_t evicted, cold_reads;
     uint64_t writes; /* records asked of the store: a command that changed it gates its reply */
+    void (*free_hook)(void *ctx, stream *s);
+    void *free_ctx;
 };
 
 #define PAIR_HDR 4
@@ -180,6 +182,12 @@ static void group_free(sgroup *g) {
 
 /* Frees a stream's memory and unlinks it (no store call). */
 static void stream_free(streams *m, stream *s) {
+    if (m->free_hook) m->free_hook(m->free_ctx, s);
+    sdedup *d, *dtmp;
+    HASH_ITER(hh, s->dedup, d, dtmp) {
+        HASH_DEL(s->dedup, d);
+        free(d);
+    }
     HASH_DELETE(hh, m->by_key, s);
     HASH_DELETE(hs, m->by_sid, s);
     sgroup *g, *tmp;
@@ -976,9 +984,36 @@ static int load_pending(void *ctx, uint64_t sid, const char *gn, size_t glen, st
     return pel_insert(g, id, c, deliveries, time_ms) ? 0 : -1;
 }
 
+/* Links a de-duplication record (no store call). */
+static sdedup *dedup_link(stream *s, const char *msgid, size_t mlen, streamid id, int64_t time_ms) {
+    sdedup *d = malloc(sizeof *d + (mlen ? mlen : 1));
+    if (!d) return NULL;
+    memcpy(d->msgid, msgid, mlen);
+    d->mlen = mlen;
+    d->id = id;
+    d->time_ms = time_ms;
+    HASH_ADD_KEYPTR(hh, s->dedup, d->msgid, d->mlen, d);
+    s->ndedup++;
+    return d;
+}
+
+static void dedup_unlink(stream *s, sdedup *d) {
+    HASH_DEL(s->dedup, d);
+    s->ndedup--;
+    free(d);
+}
+
 static int load_dedup(void *ctx, uint64_t sid, const char *msgid, size_t mlen, streamid id, int64_t time_ms) {
-    (void)ctx, (void)sid, (void)msgid, (void)mlen, (void)id, (void)time_ms;
-    return 0; /* de-duplication belongs to the capture piece */
+    stream *s = by_sid(ctx, sid);
+    if (!s) return -1;
+    sdedup *d = stream_dedup_find(s, msgid, mlen);
+    if (d) dedup_unlink(s, d);
+    return dedup_link(s, msgid, mlen, id, time_ms) ? 0 : -1;
+}
+
+/* Loaded records come in msgid order: time order makes expiry O(1). */
+static int dedup_order(const sdedup *a, const sdedup *b) {
+    return a->time_ms < b->time_ms ? -1 : a->time_ms > b->time_ms;
 }
 
 static int load_entry(void *ctx, uint64_t sid, const store_row *row) {
@@ -1026,6 +1061,7 @@ int streams_load(streams *m, char **err) {
     if (store_load(m->st, &l, m->cache_bytes, err) < 0) return -1;
     HASH_SRT(hh, m->by_key, sid_order);
     for (s = m->by_key; s; s = s->hh.next) {
+        HASH_SRT(hh, s->dedup, dedup_order);
         /* a window that ends below the last id (the last entries were
          * deleted) is still contiguous: nothing is cold above it */
         if (s->meta.length == s->hot) s->cold_below = s->meta.first_id;
@@ -1044,8 +1080,64 @@ void streams_get_info(const streams *m, streams_info *out) {
         out->entries_stored += s->meta.length;
         for (const sgroup *g = s->groups; g; g = g->hh.next) out->pending += g->pending;
     }
+    for (const stream *s = m->by_key; s; s = s->hh.next) out->dedup_records += s->ndedup;
     out->window_bytes = m->wbytes;
     out->window_limit = m->cache_bytes;
     out->evicted = m->evicted;
     out->cold_reads = m->cold_reads;
+}
+
+/*---- Capture definitions and de-duplication -----------------------------------------*/
+
+void streams_set_free_hook(streams *m, void (*fn)(void *ctx, stream *s), void *ctx) {
+    m->free_hook = fn;
+    m->free_ctx = ctx;
+}
+
+int stream_set_capture(streams *m, stream *s, const char *blob, size_t len) {
+    char *copy = NULL;
+    if (blob) {
+        if (!(copy = malloc(len ? len : 1))) return -1;
+        memcpy(copy, blob, len);
+    }
+    free(s->capture);
+    s->capture = copy;
+    s->meta.capture = copy;
+    s->meta.capture_len = blob ? len : 0;
+    stream_put_meta(m, s);
+    return 0;
+}
+
+sdedup *stream_dedup_find(stream *s, const char *msgid, size_t mlen) {
+    sdedup *d;
+    HASH_FIND(hh, s->dedup, msgid, mlen, d);
+    return d;
+}
+
+int stream_dedup_put(streams *m, stream *s, const char *msgid, size_t mlen, streamid id, int64_t time_ms,
+                     size_t max) {
+    sdedup *old = stream_dedup_find(s, msgid, mlen);
+    if (old) dedup_unlink(s, old);
+    /* time order is what expiry relies on: a clock step back keeps the last time */
+    if (s->dedup) {
+        const sdedup *last = ELMT_FROM_HH(s->dedup->hh.tbl, s->dedup->hh.tbl->tail);
+        if (time_ms < last->time_ms) time_ms = last->time_ms;
+    }
+    if (!dedup_link(s, msgid, mlen, id, time_ms)) return -1;
+    m->writes++;
+    store_dedup_put(m->st, s->sid, msgid, mlen, id, time_ms);
+    if (max && s->ndedup > max) {
+        /* the cap: the oldest go, in memory and (by time) on disk */
+        while (s->ndedup > max) dedup_unlink(s, s->dedup);
+        m->writes++;
+        store_dedup_expire(m->st, s->sid, s->dedup->time_ms);
+    }
+    return 0;
+}
+
+void stream_dedup_expire(streams *m, stream *s, int64_t before_ms) {
+    if (!s->dedup || s->dedup->time_ms >= before_ms) return;
+    while (s->dedup && s->dedup->time_ms < before_ms) dedup_unlink(s, s->dedup);
+    m->writes++;
+    store_dedup_expire(m->st, s->sid, before_ms);
 }

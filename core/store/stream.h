@@ -78,12 +78,26 @@ typedef struct sgroup {
     UT_hash_handle hh;
 } sgroup;
 
+/* A de-duplication record (HUB.PUBLISH ... MSGID): the entry a message id
+ * made, and when. Kept per stream in time order (uthash keeps insertion
+ * order), so expiring the oldest is O(1) each. */
+typedef struct sdedup {
+    streamid id;
+    int64_t time_ms;
+    size_t mlen;
+    UT_hash_handle hh;
+    char msgid[];
+} sdedup;
+
 typedef struct stream {
     uint64_t sid;
     char *key;
     size_t klen;
     store_stream_meta meta; /* last_id, max_deleted_id, first_id, entries_added, length */
     char *capture;          /* meta.capture points here */
+    void *cap;              /* the capture module's parsed definition (store/capture.h), or NULL */
+    sdedup *dedup;          /* message ids recorded, oldest first */
+    size_t ndedup;
     sgroup *groups;         /* by name, in name order */
     size_t ngroups;
     wslot *win; /* the hot window, ascending; win[whead..wlen) */
@@ -231,6 +245,24 @@ long long stream_group_lag(const stream *s, const sgroup *g);
 /* Redis's streamEstimateDistanceFromFirstEverEntry for id. */
 long long stream_estimate_entries_read(const stream *s, streamid id);
 
+/*---- Capture definitions and de-duplication -----------------------------------------*/
+
+/* Called whenever a stream object is freed (DEL, a reload, the end), so the
+ * capture module can drop its definition first (s->cap). */
+void streams_set_free_hook(streams *m, void (*fn)(void *ctx, stream *s), void *ctx);
+/* Sets (blob non-NULL) or clears the stream's opaque capture blob and
+ * persists the metadata. Returns 0, or -1 if out of memory. */
+int stream_set_capture(streams *m, stream *s, const char *blob, size_t len);
+
+/* The record of msgid in s, or NULL. */
+sdedup *stream_dedup_find(stream *s, const char *msgid, size_t mlen);
+/* Records msgid -> id at time_ms (persisted); past `max` records the oldest
+ * go. Returns 0, or -1 if out of memory. */
+int stream_dedup_put(streams *m, stream *s, const char *msgid, size_t mlen, streamid id, int64_t time_ms,
+                     size_t max);
+/* Forgets the records older than before_ms (persisted when any goes). */
+void stream_dedup_expire(streams *m, stream *s, int64_t before_ms);
+
 /*---- INFO ------------------------------------------------------------------------------*/
 
 typedef struct streams_info {
@@ -238,6 +270,7 @@ typedef struct streams_info {
     uint64_t entries_memory, entries_stored, pending;
     size_t window_bytes, window_limit;
     uint64_t evicted, cold_reads;
+    uint64_t dedup_records;
 } streams_info;
 void streams_get_info(const streams *m, streams_info *out);
 
