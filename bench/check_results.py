@@ -61,7 +61,7 @@ def main():
             if v is None and why:
                 ok = SKIP_OK.get((sc, srv))
                 if ok is None or not why.startswith(ok):
-                    problems.append("%s: %s skipped (%s), which only %s may be" % (
+                    problems.append("%s: %s skipped (%s): only %s may be skipped, with the reason in SKIP_OK" % (
                         what, srv, why, ", ".join(sorted("%s/%s" % k for k in SKIP_OK))))
                 continue
             if v is None:
