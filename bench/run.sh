@@ -37,7 +37,7 @@ REDIS_CMD=${REDIS_CMD:-"redis-server --port {port} --bind 127.0.0.1 --save '' --
 HUB_CMD=${HUB_CMD:-"$ROOT/build/luahub --port {port} --bind 127.0.0.1 --handlers $ROOT/handlers --loglevel warning --dir {dir}"}
 HUB_REDIS=0
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -285,12 +285,14 @@ scenario xconsume     label="XREADGROUP+XACK" title="consume: $XC_N entries pre-
     hub="consume --key bench.consume --entries $XC_N --conns 4 --count 100 --size 64"
 # Capture and Lua consumers (HUB.STREAM, handler key `consume`) are separate work:
 # until the hub has them, bench/streams/capture_setup.sh skips this row with the reason.
+# shellcheck disable=SC2016  # expanded by the harness when the setup runs
 scenario cap_lua_ack  label="capture→Lua" redis=- \
     title="PUBLISH → capture (HUB.STREAM) → Lua consume handler → ack (its hub.publish counted), 1→1, 64 B" \
     hub_args="$HUB_OS --handlers {dir}/handlers" setup='"$ROOT/bench/streams/capture_setup.sh"' \
     hub="pubsub --pubs 1 --subs 1 --size 64 --channel bench.cap.in --sub-channel bench.cap.out"
 # pub/sub latency with and without a stream writer at full speed (pipelined XADD,
 # MAXLEN ~ 100000 so the stream stays the same size), same server settings.
+# shellcheck disable=SC2016  # expanded when `during` runs
 XADD_BG='exec "$LOADGEN" call --port "$PORT" --conns 1 --pipeline 64 --size 64 --warmup 0 --duration 100000 --drain 0 --cmd "XADD bench.bg MAXLEN ~ 100000 * data"'
 scenario lat_quiet    label="quiet" chart=latency title="latency, pub/sub 1→1 at ${LAT_RATE} msg/s, streams on (os / everysec), no stream writer" \
     metrics=p50_us,p99_us,p999_us unit=µs better=lower hub_args="$HUB_OS" redis_args="$REDIS_EVERYSEC" \
@@ -342,6 +344,7 @@ run_one() {
         rc=$?
         rm -rf "$wd"
         out=${out##*$'\n'}
+        # shellcheck disable=SC1003  # tr deletes quotes and backslashes
         if [ "$rc" = 77 ]; then out="{\"skipped\":$(json_str "$out")}"
         elif [ "$rc" != 0 ] || [[ $out != \{* ]]; then out="{\"error\":\"run= command exited $rc: $(json_str "$out" | tr -d '"\\')\"}"
         fi
@@ -367,6 +370,7 @@ run_one() {
             2>>"$WORK/setup.err" </dev/null)
         rc=$?
         out=${out##*$'\n'}
+        # shellcheck disable=SC1003  # tr deletes quotes and backslashes
         if [ "$rc" = 77 ]; then out="{\"skipped\":$(json_str "$out")}"
         elif [ "$rc" != 0 ]; then out="{\"error\":\"setup exited $rc: $(json_str "$out" | tr -d '"\\')\"}"
         else out=''
