@@ -27,7 +27,7 @@ AOBJ     := $(patsubst core/%.c,build/asan/obj/%.o,$(CORE_SRC))
 ALIB_OBJ := $(patsubst core/%.c,build/asan/obj/%.o,$(LIB_SRC))
 UNITS    := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps asan units test run bench bench-tools fuzz fuzz-tools lint format clean
+.PHONY: all deps asan units test crash run bench bench-tools fuzz fuzz-tools lint format clean
 
 all: build/luahub
 
@@ -94,6 +94,14 @@ build/obj:
 test: deps
 	@$(MAKE) --no-print-directory all asan units bench-tools fuzz-tools
 	@tests/run.sh
+
+# The kill -9 crash test of `make test` (tests/integration/test_crash.py)
+# with more kills, on the release build; CRASH_SEED=n replays a run.
+CRASH_KILLS ?= 200
+crash: deps
+	@$(MAKE) --no-print-directory all
+	CRASH_KILLS=$(CRASH_KILLS) LUAHUB_BIN=build/luahub /usr/bin/python3 -m pytest -q -s -p no:cacheprovider \
+	  tests/integration/test_crash.py -k kill9
 
 run: deps
 	@$(MAKE) --no-print-directory all
