@@ -94,6 +94,8 @@ def redis_key(d):
 def fmt(v, unit):
     if v is None:
         return "n/a"
+    if unit == "s":
+        return "%.3f" % v
     if unit == "µs":
         return "%.1f" % v if v < 1000 else "{:,.0f}".format(v)
     return "{:,.0f}".format(v)

@@ -104,14 +104,18 @@ def fill(port):
     while left:
         k = min(10000, left)
         s.sendall(cmd * k)
-        got, crlf = b"", 0
+        got, crlf, last = b"", 0, b""
         while crlf < 2 * k:
             d = s.recv(1 << 20)
             if not d:
                 sys.exit("connection closed while filling")
-            if d.startswith(b"-") or b"\r\n-" in d:
+            # an error reply starts a line; a read may also start inside an id ("...-1022")
+            if (d.startswith(b"-") and last in (b"", b"\n")) or b"\r\n-" in d:
                 sys.exit("error reply while filling: %r" % d[:200])
-            crlf += d.count(b"\r\n")
+            # a CRLF split between two reads counts too (else the count falls short
+            # and the loop waits for its 60 s socket timeout)
+            crlf += d.count(b"\r\n") + (last == b"\r" and d[:1] == b"\n")
+            last = d[-1:]
         left -= k
     s.close()
     return time.monotonic() - t0
