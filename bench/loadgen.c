@@ -2,6 +2,8 @@
  *
  *   loadgen pubsub [--pubs N] [--subs N] [--size B] [--rate R] [...]
  *   loadgen call   [--conns N] [--pipeline P] [--fcall] [--rate R] [--listener N] [...]
+ *   loadgen call   --cmd "XADD key * data" [--conns N] [--pipeline P] [...]
+ *   loadgen consume --key K --entries N [--conns N] [--count C]
  *   loadgen mem    --pid PID (--conns N | --channels N)
  *
  * Every run prints exactly one JSON object on stdout (or {"error":...} and
@@ -39,6 +41,14 @@
  *    to one read written back in one batch (pipelined), and counts the +OKs.
  *    The newest HUB.LISTEN takes a name over, so N > 1 listeners hold
  *    distinct names NAME.0 .. NAME.<N-1>; caller i calls NAME.<i mod N>.
+ *  - call --cmd "WORDS": any command instead of HUB.CALL/FCALL, the payload
+ *    appended as its last argument (pipelined XADD: --cmd XADD,key,*,data;
+ *    words are separated by spaces or commas).
+ *  - consume: pre-fills a stream with --entries N (pipelined XADD), creates a
+ *    group at 0, then --conns consumers loop XREADGROUP COUNT --count and XACK
+ *    the ids they got (the XACK and the next XREADGROUP in one write) until
+ *    the stream is drained; the rate is entries acked per second from the
+ *    first read to the last ack (no warm-up: a drained stream is the end).
  */
 #include <errno.h>
 #include <ev.h>
@@ -47,6 +57,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -63,13 +74,16 @@
 /* options                                                                   */
 
 static struct {
-    const char *host, *label, *channel, *sub_channel, *psub, *call_name;
+    const char *host, *label, *channel, *sub_channel, *psub, *call_name, *cmd, *key;
+    int count;
+    long entries;
     int port, pubs, subs, conns, pipeline, window, threads, size, tick_us;
     int idle_patterns, fcall, channels, pid, listeners;
     long maxlag;
     double rate, warmup, duration, drain;
 } o = {
     .host = "127.0.0.1", .label = "", .channel = "bench.ch", .call_name = "echo.v1",
+    .key = "bench.stream", .count = 100, .entries = 100000,
     .port = 6379, .pubs = 1, .subs = 1, .conns = -1, .pipeline = 1, .window = 512,
     .threads = 1, .size = 64, .tick_us = 50, .maxlag = 0,
     .warmup = 1.0, .duration = 3.0, .drain = 2.0,
@@ -795,6 +809,20 @@ static void set_rates(conn *cs, int n) {
 
 static void workers_run_and_measure(void);
 
+/* Splits a copy of s at spaces and commas into at most max words of argv (commas
+ * let bench/run.sh pass a command as one word); returns the count. */
+static int split_words(const char *s, const char **argv, int max) {
+    char *copy = strdup(s), *save = NULL;
+    int n = 0;
+    if (!copy) die("out of memory");
+    for (char *w = strtok_r(copy, " ,", &save); w; w = strtok_r(NULL, " ,", &save)) {
+        if (n == max) die("--cmd has more than %d words", max);
+        argv[n++] = w;
+    }
+    if (!n) die("--cmd is empty");
+    return n;
+}
+
 /* ------------------------------------------------------------------------ */
 /* subcommands                                                               */
 
@@ -959,8 +987,9 @@ static void cmd_call(void) {
         c->rmask = ring - 1;
     }
     buf cmd = {0};
-    const char *argv[4];
+    const char *argv[20];
     int argc;
+    if (o.listeners > 0 && o.cmd) die("--listener is for HUB.CALL, not --cmd");
     if (o.fcall) {
         static const char lib[] =
             "#!lua name=bench\nredis.register_function('echo', function(keys, args) return args[1] end)";
@@ -972,6 +1001,8 @@ static void cmd_call(void) {
         write_all(g_calls[0].fd, cmd.p, cmd.len);
         read_replies(g_calls[0].fd, 1, 0);
         argv[0] = "FCALL", argv[1] = "echo", argv[2] = "0", argc = 4;
+    } else if (o.cmd) {
+        argc = split_words(o.cmd, argv, 19) + 1;
     } else {
         argv[0] = "HUB.CALL", argv[1] = o.call_name, argc = 3;
     }
@@ -987,6 +1018,163 @@ static void cmd_call(void) {
     if (o.rate > 0) set_rates(g_calls, o.conns);
     workers_init();
     workers_run_and_measure();
+}
+
+/* A header "T<int>\r\n" at *q of a reply already known to be complete. */
+static long long rd_hdr(const char **q, const char *e, char t) {
+    long long v = 0;
+    if (*q >= e || **q != t) die("unexpected XREADGROUP reply (wanted '%c', got '%c')", t, *q < e ? **q : '?');
+    *q = r_int(*q + 1, e, &v);
+    if (!*q || *q == BAD) die("malformed XREADGROUP reply");
+    return v;
+}
+
+/* One complete XREADGROUP reply at p (RESP2: nil or [[key, [[id, fields]...]]]):
+ * appends its entry ids to ack as bulk arguments, returns how many. */
+static long xrg_ids(const char *p, const char *e, buf *ack) {
+    const char *q = p;
+    long n = 0;
+    long long ns = rd_hdr(&q, e, '*');
+    for (long long i = 0; i < ns; i++) {
+        if (rd_hdr(&q, e, '*') != 2) die("XREADGROUP: a stream is not [key, entries]");
+        relem el;
+        q = r_value(q, e, &el, NULL, 0); /* the key */
+        long long ne = rd_hdr(&q, e, '*');
+        for (long long j = 0; j < ne; j++) {
+            if (rd_hdr(&q, e, '*') != 2) die("XREADGROUP: an entry is not [id, fields]");
+            q = r_value(q, e, &el, NULL, 0);
+            if (el.type != '$' || el.len <= 0) die("XREADGROUP: an entry id is not a string");
+            b_arg(ack, el.s, (size_t)el.len);
+            n++;
+            q = r_value(q, e, &el, NULL, 0); /* fields (nil if deleted) */
+        }
+    }
+    return n;
+}
+
+typedef struct {
+    int fd;
+    char *rb;
+    size_t rlen, rcap;
+    int want_ack, want_read; /* replies still expected */
+} ccon;
+
+/* Writes XREADGROUP GROUP bench c<i> COUNT n STREAMS key > (after XACK ids, if any). */
+static void consume_send(ccon *c, int i, const buf *ids, long nids) {
+    static buf out;
+    char cname[32], cnt[32];
+    out.len = 0;
+    if (nids > 0) {
+        b_fmt(&out, "*%ld\r\n", nids + 3);
+        b_arg(&out, "XACK", 4);
+        b_arg(&out, o.key, strlen(o.key));
+        b_arg(&out, "bench", 5);
+        b_add(&out, ids->p, ids->len);
+        c->want_ack++;
+    }
+    int cl = snprintf(cname, sizeof cname, "c%d", i), nl = snprintf(cnt, sizeof cnt, "%d", o.count);
+    b_fmt(&out, "*9\r\n");
+    b_arg(&out, "XREADGROUP", 10);
+    b_arg(&out, "GROUP", 5);
+    b_arg(&out, "bench", 5);
+    b_arg(&out, cname, (size_t)cl);
+    b_arg(&out, "COUNT", 5);
+    b_arg(&out, cnt, (size_t)nl);
+    b_arg(&out, "STREAMS", 7);
+    b_arg(&out, o.key, strlen(o.key));
+    b_arg(&out, ">", 1);
+    c->want_read++;
+    write_all(c->fd, out.p, out.len);
+}
+
+static void cmd_consume(void) {
+    if (o.entries < 1 || o.count < 1 || o.conns < 1) die("consume needs --entries, --count, --conns >= 1");
+    /* fill: batches of 500 pipelined XADDs */
+    int fd = tcp_connect();
+    const char *argv[5] = {"XADD", o.key, "*", "data", NULL};
+    build_template(5, argv, 4);
+    buf batch = {0};
+    uint64_t f0 = now_ns();
+    for (long i = 0; i < o.entries; i += 500) {
+        long k = o.entries - i < 500 ? o.entries - i : 500;
+        batch.len = 0;
+        for (long j = 0; j < k; j++) b_add(&batch, g_tpl.p, g_tpl.len);
+        write_all(fd, batch.p, batch.len);
+        read_replies(fd, k, 0);
+    }
+    double fill_s = (double)(now_ns() - f0) / 1e9;
+    static const char grp_fmt[] = "*5\r\n$6\r\nXGROUP\r\n$6\r\nCREATE\r\n$%zu\r\n%s\r\n$5\r\nbench\r\n$1\r\n0\r\n";
+    batch.len = 0;
+    b_reserve(&batch, strlen(o.key) + 128);
+    batch.len = (size_t)sprintf(batch.p, grp_fmt, strlen(o.key), o.key);
+    write_all(fd, batch.p, batch.len);
+    read_replies(fd, 1, 0);
+    close(fd);
+
+    ccon *cs = calloc((size_t)o.conns, sizeof *cs);
+    struct pollfd *pf = calloc((size_t)o.conns, sizeof *pf);
+    buf ids = {0};
+    for (int i = 0; i < o.conns; i++) {
+        cs[i].fd = tcp_connect();
+        cs[i].rcap = 1 << 18;
+        cs[i].rb = xmalloc(cs[i].rcap);
+    }
+    long long acked = 0;
+    int live = o.conns;
+    double cs1 = proc_cpu(o.pid), cg1 = proc_cpu(0);
+    uint64_t t0 = now_ns(), deadline = t0 + 300000000000ull;
+    for (int i = 0; i < o.conns; i++) consume_send(&cs[i], i, &ids, 0);
+    while (live > 0) {
+        int np = 0;
+        for (int i = 0; i < o.conns; i++)
+            if (cs[i].want_ack + cs[i].want_read) pf[np].fd = cs[i].fd, pf[np].events = POLLIN, np++;
+        if (poll(pf, (nfds_t)np, 1000) < 0 && errno != EINTR) die("poll: %s", strerror(errno));
+        if (now_ns() > deadline) die("consume: not drained within 300 s (%lld of %ld acked)", acked, o.entries);
+        for (int i = 0, k = 0; i < o.conns; i++) {
+            ccon *c = &cs[i];
+            if (!(c->want_ack + c->want_read)) continue;
+            if (!(pf[k++].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            if (c->rcap - c->rlen < 65536) c->rb = xrealloc(c->rb, c->rcap *= 2);
+            ssize_t got = read(c->fd, c->rb + c->rlen, c->rcap - c->rlen);
+            if (got < 0 && errno == EINTR) continue;
+            if (got <= 0) die("consumer %d: %s", i, got ? strerror(errno) : "connection closed");
+            c->rlen += (size_t)got;
+            size_t off = 0;
+            rframe f;
+            long r;
+            while ((r = resp_parse(c->rb + off, c->rb + c->rlen, &f)) > 0) {
+                const char *p = c->rb + off;
+                off += (size_t)r;
+                if (f.top.type == '-') die("consumer %d: server replied: %.*s", i, (int)f.top.len, f.top.s);
+                if (f.top.type == ':' && c->want_ack) {
+                    acked += f.top.len;
+                    c->want_ack--;
+                    continue;
+                }
+                if (!c->want_read) die("consumer %d: unexpected reply", i);
+                c->want_read--;
+                ids.len = 0;
+                long n = (f.top.type == '*' && f.top.len > 0) ? xrg_ids(p, p + r, &ids) : 0;
+                if (n > 0) consume_send(c, i, &ids, n);
+            }
+            if (r < 0) die("consumer %d: protocol error", i);
+            memmove(c->rb, c->rb + off, c->rlen - off);
+            c->rlen -= off;
+            if (!(c->want_ack + c->want_read)) live--;
+        }
+    }
+    uint64_t t1 = now_ns();
+    double dt = (double)(t1 - t0) / 1e9, cs2 = proc_cpu(o.pid), cg2 = proc_cpu(0);
+    printf("{\"label\":");
+    json_str(o.label);
+    printf(",\"mode\":\"consume\",\"entries\":%ld,\"conns\":%d,\"count\":%d,\"size\":%d,\"consumed_per_s\":%.0f,"
+           "\"acked\":%lld,\"lost\":%lld,\"fill_per_s\":%.0f,\"secs\":%.3f",
+           o.entries, o.conns, o.count, o.size, (double)acked / dt, acked,
+           acked < o.entries ? o.entries - acked : 0, (double)o.entries / fill_s, dt);
+    if (o.pid > 0 && cs1 >= 0 && cs2 >= 0) printf(",\"srv_cpu\":%.2f", (cs2 - cs1) / dt);
+    if (cg1 >= 0 && cg2 >= 0) printf(",\"gen_cpu\":%.2f", (cg2 - cg1) / dt);
+    printf("}\n");
+    fflush(stdout);
 }
 
 static void workers_run_and_measure(void) {
@@ -1136,6 +1324,10 @@ static void usage(void) {
             "          (FUNCTION LOAD a library, then FCALL echo 0 payload)\n"
             "          --listener N: N more connections HUB.LISTEN and answer the calls\n"
             "          (HUB.REPLY id payload); N > 1: names NAME.0..NAME.<N-1>\n"
+            "          --cmd W1,W2,..: that command (words split at commas or spaces)\n"
+            "          with the payload as its last argument\n"
+            " consume: --key K --entries N --conns N --count C (XADD N entries, then\n"
+            "          XREADGROUP COUNT C + XACK until drained; rate from the first read)\n"
             " mem:     --pid PID and --conns N (idle connections) | --channels N (one conn)\n");
     exit(2);
 }
@@ -1151,7 +1343,8 @@ int main(int argc, char **argv) {
         {"subs", 1, 0, 'S'}, {"channel", 1, 0, 'c'}, {"sub-channel", 1, 0, 'C'}, {"psub", 1, 0, 'x'},
         {"window", 1, 0, 'W'}, {"maxlag", 1, 0, 'm'}, {"idle-patterns", 1, 0, 'i'}, {"conns", 1, 0, 'n'},
         {"pipeline", 1, 0, 'l'}, {"name", 1, 0, 'N'}, {"fcall", 0, 0, 'f'}, {"channels", 1, 0, 'k'},
-        {"listener", 1, 0, 'R'}, {"help", 0, 0, '?'}, {0, 0, 0, 0},
+        {"listener", 1, 0, 'R'}, {"cmd", 1, 0, 'X'}, {"key", 1, 0, 'K'}, {"entries", 1, 0, 'E'},
+        {"count", 1, 0, 'O'}, {"help", 0, 0, '?'}, {0, 0, 0, 0},
     };
     int ch;
     optind = 2;
@@ -1182,6 +1375,10 @@ int main(int argc, char **argv) {
         case 'f': o.fcall = 1; break;
         case 'k': o.channels = atoi(optarg); break;
         case 'R': o.listeners = atoi(optarg); break;
+        case 'X': o.cmd = optarg; break;
+        case 'K': o.key = optarg; break;
+        case 'E': o.entries = atol(optarg); break;
+        case 'O': o.count = atoi(optarg); break;
         default: usage();
         }
     }
@@ -1196,6 +1393,9 @@ int main(int argc, char **argv) {
         if (o.conns < 0) o.conns = 50;
         if (o.conns < 1) die("--conns must be >= 1");
         cmd_call();
+    } else if (!strcmp(mode, "consume")) {
+        if (o.conns < 0) o.conns = 4;
+        cmd_consume();
     } else if (!strcmp(mode, "mem")) {
         cmd_mem();
     } else {

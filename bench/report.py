@@ -5,7 +5,10 @@
 
 Writes DIR/latest.md, DIR/latest.csv, DIR/latest.png (and DIR/<stamp>.* when a
 stamp is given) and prints the Markdown on stdout.  Medians throughout; the
-spread is (max - min) / median over the repetitions.
+spread is (max - min) / median over the repetitions.  A run whose result is
+{"skipped": reason} (a scenario's setup found the feature missing) makes the row
+show "skipped" with the reason; bench/check_results.py decides whether that is
+acceptable for the row.
 """
 import argparse
 import csv
@@ -21,7 +24,7 @@ METRIC_NAMES = {"p50_us": "p50", "p90_us": "p90", "p99_us": "p99", "p999_us": "p
 LAT_FIELDS = ["p50_us", "p90_us", "p99_us", "p999_us", "max_us"]
 CSV_FIELDS = ["scenario", "metric", "title", "unit", "better", "applies", "luahub", "redis", "ratio",
               "luahub_spread_pct", "redis_spread_pct", "luahub_n", "redis_n", "target", "target_value", "met", "note",
-              "luahub_errors", "redis_errors", "profile", "reps"]
+              "luahub_errors", "redis_errors", "luahub_skipped", "redis_skipped", "profile", "reps"]
 
 
 def load(args):
@@ -33,8 +36,10 @@ def load(args):
                 continue
             defs.append(dict(id=p[0], title=p[1], metrics=p[2].split(","), unit=p[3], better=p[4],
                              target=p[5], hub=p[6], redis=p[7], chart=p[8],
-                             label=p[9] if len(p) > 9 and p[9] else p[0]))
-    samples, errors = {}, {}
+                             label=p[9] if len(p) > 9 and p[9] else p[0],
+                             target_on=p[10] if len(p) > 10 else "",
+                             hub_args=p[11] if len(p) > 11 else "", redis_args=p[12] if len(p) > 12 else ""))
+    samples, errors, skipped = {}, {}, {}
     with open(args.raw, encoding="utf-8") as f:
         for line in f:
             line = line.strip()
@@ -48,6 +53,8 @@ def load(args):
             r = d.get("result", {})
             if "error" in r:
                 errors.setdefault(key, []).append(r["error"])
+            elif "skipped" in r:
+                skipped.setdefault(key, []).append(str(r["skipped"]) or "no reason given")
             else:
                 samples.setdefault(key, []).append(r)
     meta = {}
@@ -56,7 +63,7 @@ def load(args):
             if "=" in line:
                 k, v = line.rstrip("\n").split("=", 1)
                 meta[k] = v
-    return defs, samples, errors, meta
+    return defs, samples, errors, skipped, meta
 
 
 def values(samples, key, metric):
@@ -87,6 +94,8 @@ def redis_key(d):
 def fmt(v, unit):
     if v is None:
         return "n/a"
+    if unit == "s":
+        return "%.3f" % v
     if unit == "µs":
         return "%.1f" % v if v < 1000 else "{:,.0f}".format(v)
     return "{:,.0f}".format(v)
@@ -96,7 +105,7 @@ def pct(v):
     return "n/a" if v is None else ("%.0f%%" % v if v >= 10 else "%.1f%%" % v)
 
 
-def build_rows(defs, samples, errors, meta):
+def build_rows(defs, samples, errors, skipped, meta):
     by_id = {d["id"]: d for d in defs}
     rows = []
     for d in defs:
@@ -111,6 +120,8 @@ def build_rows(defs, samples, errors, meta):
             hm, rm = median(hv), median(rv)
             ratio = hm / rm if hm is not None and rm else None
             target, met, note, tval = d["target"], "", "", None
+            if d["target_on"] and metric != d["target_on"]:
+                target = ""
             if d["redis"].startswith("@"):
                 note = "redis column: %s" % by_id.get(d["redis"][1:], {}).get("title", d["redis"][1:])
             if target.startswith("ratio>=") or target.startswith("ratio<="):
@@ -119,10 +130,26 @@ def build_rows(defs, samples, errors, meta):
                 if ratio is not None:
                     met = "yes" if (ratio >= x if target[5] == ">" else ratio <= x) else "NO"
                 target = "luahub/redis %s %s" % ("≥" if target[5] == ">" else "≤", target[7:])
+            elif target.startswith("keep<="):
+                # a latency that may grow at most x times its own value in scenario REF
+                x, ref = target[6:].split(":", 1)
+                x = float(x)
+                refms = by_id.get(ref, {"metrics": [metric]})["metrics"]
+                refm = metric if metric in refms else refms[0]
+                h_ref = median(values(samples, (ref, "hub"), refm))
+                r_ref = median(values(samples, (ref, "redis"), refm))
+                gh = hm / h_ref if hm is not None and h_ref else None
+                gr = rm / r_ref if rm is not None and r_ref else None
+                if gh is not None:
+                    met = "yes" if gh <= x else "NO"
+                    tval = gh
+                target = "luahub ≤ %.2g× its own %s: **%s** (redis %s)" % (
+                    x, ref, "n/a" if gh is None else "%.2f×" % gh, "n/a" if gr is None else "%.2f×" % gr)
             elif target.startswith("keep>="):
                 x, ref = target[6:].split(":", 1)
                 x = float(x)
-                refm = by_id.get(ref, {"metrics": [metric]})["metrics"][0]
+                refms = by_id.get(ref, {"metrics": [metric]})["metrics"]
+                refm = metric if metric in refms else refms[0]
                 h_ref = median(values(samples, (ref, "hub"), refm))
                 r_ref = median(values(samples, (ref, "redis"), refm))
                 keep_h = 100.0 * hm / h_ref if hm is not None and h_ref else None
@@ -134,14 +161,26 @@ def build_rows(defs, samples, errors, meta):
                     100 * x, ref, pct(keep_h), pct(keep_r))
             he = len(errors.get((d["id"], "hub"), [])) if hub_applies else 0
             re_ = len(errors.get(rk, [])) if rk and not d["redis"].startswith("@") else 0
+            hs = (skipped.get((d["id"], "hub")) or [""])[0] if hub_applies and hm is None else ""
+            rs_ = (skipped.get(rk) or [""])[0] if rk and rm is None else ""
+            if (hs or rs_) and target:
+                met = "skipped"
             rows.append(dict(
                 scenario=d["id"], metric=metric, title=title, unit=d["unit"], better=d["better"],
                 applies="both" if hub_applies and rk else ("luahub" if hub_applies else "redis"),
                 luahub=hm, redis=rm, ratio=ratio, luahub_spread_pct=spread(hv), redis_spread_pct=spread(rv),
                 luahub_n=len(hv), redis_n=len(rv), target=target, target_value=tval, met=met, note=note,
-                luahub_errors=he, redis_errors=re_, profile=meta.get("profile", ""), reps=meta.get("reps", ""),
+                luahub_errors=he, redis_errors=re_, luahub_skipped=hs, redis_skipped=rs_, profile=meta.get("profile", ""), reps=meta.get("reps", ""),
                 chart=d["chart"], label=d["label"]))
     return rows
+
+
+def cell(r, srv):
+    if r["applies"] not in ("both", srv):
+        return "—"
+    if r[srv] is None and r[srv + "_skipped"]:
+        return "skipped"
+    return fmt(r[srv], r["unit"])
 
 
 def markdown(rows, defs, samples, errors, meta):
@@ -169,8 +208,7 @@ def markdown(rows, defs, samples, errors, meta):
         ratio = "%.2f" % r["ratio"] if r["ratio"] is not None else "n/a"
         sp = "%s / %s" % (pct(r["luahub_spread_pct"]), pct(r["redis_spread_pct"]))
         out.append("| %s (%s %s) | %s | %s | %s | %s | %s | %s |" % (
-            r["title"], r["unit"], arrow, fmt(r["luahub"], r["unit"]) if r["applies"] != "redis" else "—",
-            fmt(r["redis"], r["unit"]) if r["applies"] != "luahub" else "—", ratio, sp,
+            r["title"], r["unit"], arrow, cell(r, "luahub"), cell(r, "redis"), ratio, sp,
             r["target"] or "—", r["met"] or ("—" if not r["target"] else "n/a")))
     out.append("")
     out.append("↑ higher is better, ↓ lower is better. *ratio* is always luahub ÷ redis (medians), so on ↓ rows "
@@ -183,6 +221,15 @@ def markdown(rows, defs, samples, errors, meta):
         if r["note"] and r["scenario"] not in seen:
             seen.add(r["scenario"])
             notes.append("- %s: %s" % (r["scenario"], r["note"]))
+    for d in defs:
+        if d["hub_args"] or d["redis_args"]:
+            notes.append("- %s: fresh servers, luahub + `%s`, redis + `%s` ({dir}: a new data directory each)"
+                         % (d["id"], d["hub_args"] or "-", d["redis_args"] or "-"))
+    for r in rows:
+        for srv in ("luahub", "redis"):
+            if r[srv + "_skipped"] and (r["scenario"], srv) not in seen:
+                seen.add((r["scenario"], srv))
+                notes.append("- %s: **skipped on %s**: %s" % (r["scenario"], srv, r[srv + "_skipped"]))
     if notes:
         out.append("")
         out.extend(notes)
@@ -297,8 +344,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--stamp", default="")
     args = ap.parse_args()
-    defs, samples, errors, meta = load(args)
-    rows = build_rows(defs, samples, errors, meta)
+    defs, samples, errors, skipped, meta = load(args)
+    rows = build_rows(defs, samples, errors, skipped, meta)
     md = markdown(rows, defs, samples, errors, meta)
     os.makedirs(args.out, exist_ok=True)
     latest = os.path.join(args.out, "latest")

@@ -14,6 +14,8 @@
 #   BENCH_REPS, BENCH_ONLY
 #   BENCH_PIN=1           servers on CPU 1, load generator on CPU 0 (both servers alike)
 #   BENCH_RESULTS         output directory (default bench/results)
+#   BENCH_DATA            where servers' data directories go (default build/: a real
+#                         disk, so fsync costs what it costs; not a tmpfs)
 #
 # Writes $BENCH_RESULTS/latest.{md,csv,png} (plus dated copies unless --tiny).
 # Every server this script starts is recorded and stopped (by PID) at exit.
@@ -32,9 +34,10 @@ RESULTS=${BENCH_RESULTS:-$ROOT/bench/results}
 LOADGEN=${LOADGEN:-$ROOT/build/loadgen}
 PY=/usr/bin/python3
 REDIS_CMD=${REDIS_CMD:-"redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no --loglevel warning"}
-HUB_CMD=${HUB_CMD:-"$ROOT/build/luahub --port {port} --bind 127.0.0.1 --handlers $ROOT/handlers --loglevel warning"}
+HUB_CMD=${HUB_CMD:-"$ROOT/build/luahub --port {port} --bind 127.0.0.1 --handlers $ROOT/handlers --loglevel warning --dir {dir}"}
+HUB_REDIS=0
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -44,7 +47,7 @@ while [ $# -gt 0 ]; do
     --reps) REPS=$2; shift ;;
     --only) ONLY=$2; shift ;;
     --pin) PIN=1 ;;
-    --hub-redis) HUB_CMD=$REDIS_CMD ;;
+    --hub-redis) HUB_CMD=$REDIS_CMD HUB_REDIS=1 ;;
     -h | --help) usage 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; usage 2 ;;
     esac
@@ -63,6 +66,10 @@ esac
 [ -x "$LOADGEN" ] || { echo "run.sh: $LOADGEN missing (make bench-tools)" >&2; exit 1; }
 mkdir -p "$RESULTS"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/luahub-bench.XXXXXX")
+# servers' data directories ({dir}): one fresh directory per server start
+mkdir -p "${BENCH_DATA:-$ROOT/build}"
+DATA=$(mktemp -d "${BENCH_DATA:-$ROOT/build}/bench-data.XXXXXX")
+NDIRS=0
 RAW=$WORK/raw.jsonl
 : >"$RAW"
 
@@ -76,7 +83,7 @@ fi
 # servers: started here, recorded, stopped by PID
 
 declare -A OUR_PIDS=()   # servers we started and have not stopped yet
-declare -A SRV_PID SRV_PORT
+declare -A SRV_PID SRV_PORT SRV_DIR
 
 stop_pid() {
     local pid=$1
@@ -96,7 +103,7 @@ stop_pid() {
 cleanup() {
     local pid
     for pid in "${!OUR_PIDS[@]}"; do stop_pid "$pid"; done
-    [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
+    [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK" "$DATA"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -125,12 +132,19 @@ ping_ok() { # port: an inline PING answered by +PONG
     [[ $reply == +PONG* ]]
 }
 
-# start_server NAME TEMPLATE -> SRV_PID[NAME], SRV_PORT[NAME]; the log is $WORK/NAME.log
+# start_server NAME TEMPLATE -> SRV_PID[NAME], SRV_PORT[NAME], SRV_DIR[NAME] (a new
+# empty directory, with an empty handlers/ in it, substituted for {dir}); the log is
+# $WORK/NAME.log
 start_server() {
-    local name=$1 tmpl=$2 port pid cmd deadline
+    local name=$1 tmpl=$2 port pid cmd deadline dir
+    NDIRS=$((NDIRS + 1))
+    dir=$DATA/$name.$NDIRS
+    mkdir -p "$dir/handlers"
+    SRV_DIR[$name]=$dir
     for _ in 1 2 3; do
         port=$(free_port)
         cmd=${tmpl//\{port\}/$port}
+        cmd=${cmd//\{dir\}/$dir}
         # the subshell execs the server, so $! is the server's own PID
         ( eval "exec $SRV_PIN $cmd" ) >>"$WORK/$name.log" 2>&1 </dev/null &
         pid=$!
@@ -153,6 +167,14 @@ start_server() {
 
 server_cmd() { [ "$1" = hub ] && echo "$HUB_CMD" || echo "$REDIS_CMD"; }
 
+# server_cmd_for ID SERVER: the command line, plus the scenario's hub_args/redis_args
+# (with --hub-redis, the redis slot's arguments go to both)
+server_cmd_for() {
+    local extra
+    if [ "$2" = hub ] && [ "$HUB_REDIS" = 0 ]; then extra=${SC[$1.hub_args]}; else extra=${SC[$1.redis_args]}; fi
+    echo "$(server_cmd "$2")${extra:+ $extra}"
+}
+
 # ---------------------------------------------------------------------------
 # scenarios
 #
@@ -173,6 +195,19 @@ server_cmd() { [ "$1" = hub ] && echo "$HUB_CMD" || echo "$REDIS_CMD"; }
 #   settle=    seconds to wait after starting `during` before the load starts
 #   chart=     ratio | latency | none (default: ratio for throughput, else none)
 #   label=     short name for the chart (default: the id)
+#   hub_args=  arguments added to the luahub command line for this scenario ({dir}:
+#   redis_args= the server's own fresh data directory); either implies fresh=1
+#   setup=     shell command run after the (fresh) server is up, before the load;
+#              sees $PORT $PID $SERVER $ROOT $DIR. Exit 0: go on; exit 77: the row
+#              is *skipped* on that server, the last line printed is the reason
+#              (shown in the table; check_results.py accepts it only for the rows
+#              it lists); any other exit: a failed run
+#   run=       shell command run INSTEAD of the loadgen (no harness server): it
+#              prints one JSON line like the loadgen's; sees $SERVER $ROOT $LOADGEN
+#              $PROFILE $REP $WORKDIR (an empty directory) $RUNDIR (kept for the whole
+#              bench run); exit 77 = skipped as above
+#   reps=N     at most N repetitions of this scenario (expensive ones)
+#   target_on= the metric the target applies to (default: every metric of the row)
 # The loadgen always gets --port, --pid, --warmup, --duration, --drain, --label.
 
 declare -a SC_IDS=()
@@ -185,7 +220,9 @@ scenario() {
     SC[$id.title]=$id SC[$id.hub]=- SC[$id.redis]="=" SC[$id.metrics]=msgs_per_s
     SC[$id.unit]=msg/s SC[$id.better]=higher SC[$id.target]='' SC[$id.fresh]=0
     SC[$id.during]='' SC[$id.settle]=0 SC[$id.chart]='' SC[$id.label]=$id
+    SC[$id.hub_args]='' SC[$id.redis_args]='' SC[$id.setup]='' SC[$id.run]='' SC[$id.target_on]='' SC[$id.reps]=''
     for kv in "$@"; do SC[$id.${kv%%=*}]=${kv#*=}; done
+    if [ -n "${SC[$id.hub_args]}${SC[$id.redis_args]}" ]; then SC[$id.fresh]=1; fi
     if [ -z "${SC[$id.chart]}" ]; then
         case ${SC[$id.unit]} in */s) SC[$id.chart]=ratio ;; *) SC[$id.chart]=none ;; esac
     fi
@@ -228,6 +265,51 @@ scenario mem_conn     title="RSS per idle connection (2,000 connections)" metric
 scenario mem_sub      title="RSS per subscription (1 connection, 20,000 channels)" metrics=bytes_per \
     unit=bytes better=lower fresh=1 hub="mem --channels 20000"
 
+# Durable streams (README "Durable streams"). Every one gets fresh servers with a fresh
+# data directory ({dir}, under BENCH_DATA) and the durability settings named in the
+# title; redis gets its AOF (appendfsync always = luahub fsync, everysec = os).
+HUB_FSYNC="--durability fsync" REDIS_ALWAYS="--dir {dir} --appendonly yes --appendfsync always"
+HUB_OS="--durability os" REDIS_EVERYSEC="--dir {dir} --appendonly yes --appendfsync everysec"
+case $PROFILE in  # consume: entries pre-filled; restart: entries stored
+full)  XC_N=100000; RESTART_N=1000000 ;;
+quick) XC_N=20000;  RESTART_N=100000 ;;
+*)     XC_N=2000;   RESTART_N=10000 ;;
+esac
+XADD_LOAD="call --conns 4 --pipeline 64 --size 64 --cmd XADD,bench.xadd,*,data"
+scenario xadd_fsync   label="XADD fsync" title="XADD pipelined (4 conns × 64), 64 B, luahub durability fsync vs redis appendfsync always" \
+    metrics=calls_per_s unit=XADD/s target="ratio>=1.0" hub_args="$HUB_FSYNC" redis_args="$REDIS_ALWAYS" \
+    hub="$XADD_LOAD"
+scenario xadd_os      label="XADD os" title="XADD pipelined (4 conns × 64), 64 B, luahub durability os vs redis appendfsync everysec" \
+    metrics=calls_per_s unit=XADD/s target="ratio>=1.0" hub_args="$HUB_OS" redis_args="$REDIS_EVERYSEC" \
+    hub="$XADD_LOAD"
+scenario xconsume     label="XREADGROUP+XACK" title="consume: $XC_N entries pre-filled, 4 consumers XREADGROUP COUNT 100 + XACK until drained (os / everysec)" \
+    metrics=consumed_per_s unit=entries/s hub_args="$HUB_OS" redis_args="$REDIS_EVERYSEC" \
+    hub="consume --key bench.consume --entries $XC_N --conns 4 --count 100 --size 64"
+# Capture and Lua consumers (HUB.STREAM, handler key `consume`) are separate work:
+# until the hub has them, bench/streams/capture_setup.sh skips this row with the reason.
+# shellcheck disable=SC2016  # expanded by the harness when the setup runs
+scenario cap_lua_ack  label="capture→Lua" redis=- \
+    title="PUBLISH → capture (HUB.STREAM) → Lua consume handler → ack (its hub.publish counted), 1→1, 64 B" \
+    hub_args="$HUB_OS --handlers {dir}/handlers" setup='"$ROOT/bench/streams/capture_setup.sh"' \
+    hub="pubsub --pubs 1 --subs 1 --size 64 --channel bench.cap.in --sub-channel bench.cap.out"
+# pub/sub latency with and without a stream writer at full speed (pipelined XADD,
+# MAXLEN ~ 100000 so the stream stays the same size), same server settings.
+# shellcheck disable=SC2016  # expanded when `during` runs
+XADD_BG='exec "$LOADGEN" call --port "$PORT" --conns 1 --pipeline 64 --size 64 --warmup 0 --duration 100000 --drain 0 --cmd "XADD bench.bg MAXLEN ~ 100000 * data"'
+scenario lat_quiet    label="quiet" chart=latency title="latency, pub/sub 1→1 at ${LAT_RATE} msg/s, streams on (os / everysec), no stream writer" \
+    metrics=p50_us,p99_us,p999_us unit=µs better=lower hub_args="$HUB_OS" redis_args="$REDIS_EVERYSEC" \
+    hub="pubsub --pubs 1 --subs 1 --size 64 --rate $LAT_RATE"
+scenario lat_xadd_bg  label="+XADD" chart=latency title="latency, pub/sub 1→1 at ${LAT_RATE} msg/s while another client XADDs at full speed (pipeline 64)" \
+    metrics=p50_us,p99_us,p999_us unit=µs better=lower hub_args="$HUB_OS" redis_args="$REDIS_EVERYSEC" \
+    target="keep<=1.2:lat_quiet" target_on=p99_us during="$XADD_BG" settle=0.2 \
+    hub="pubsub --pubs 1 --subs 1 --size 64 --rate $LAT_RATE"
+# Restart with RESTART_N stored entries vs redis loading them from its AOF; measured by
+# bench/restart_time.sh (bench/streams/restart_row.sh runs it once per repetition for
+# both servers, or says why not). At most 3 repetitions: 1M entries take a while.
+scenario restart      label="restart" title="restart time with $RESTART_N stored entries, until PING answers (luahub os after SIGTERM; redis: loading its AOF, everysec)" \
+    metrics=restart_s unit=s better=lower hub="(run)" redis="(run)" reps=3 chart=none \
+    run="\"\$ROOT/bench/streams/restart_row.sh\" $RESTART_N"
+
 # Scenarios other engineers add (reload under load, remote listeners, ...).
 for f in "$ROOT"/bench/scenarios.d/*.sh; do
     [ -e "$f" ] || continue
@@ -238,54 +320,105 @@ done
 # ---------------------------------------------------------------------------
 # measurement
 
-# run_one ID SERVER REP: one loadgen run, appended to $RAW as
-#   {"scenario":..,"server":..,"rep":..,"result":{loadgen's line}}
+# record ID SERVER REP JSON: one result line in $RAW
+record() {
+    printf '{"scenario":"%s","server":"%s","rep":%d,"result":%s}\n' "$1" "$2" "$3" "$4" >>"$RAW"
+}
+
+# json_str TEXT: TEXT as a JSON string (quotes, backslashes and control characters escaped)
+json_str() {
+    $PY -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"
+}
+
+# run_one ID SERVER REP: one loadgen run (or the scenario's run= command), appended
+# to $RAW as {"scenario":..,"server":..,"rep":..,"result":{loadgen's line}}; a
+# skipped run's result is {"skipped": "reason"}
 run_one() {
-    local id=$1 srv=$2 rep=$3 args port pid out rc during_pid='' t0=${EPOCHREALTIME/./}
+    local id=$1 srv=$2 rep=$3 args port pid out rc during_pid='' dir='' t0=${EPOCHREALTIME/./}
     if [ "$srv" = hub ]; then args=${SC[$id.hub]}; else args=${SC[$id.redis]}; fi
     [ "$args" = "=" ] && args=${SC[$id.hub]}
     case $args in -|@*|"") return 0 ;; esac
+    [ -n "${SC[$id.reps]}" ] && [ "$rep" -gt "${SC[$id.reps]}" ] && return 0
+    LAST_RUN="$id/$rep"
+    if [ -n "${SC[$id.run]}" ]; then
+        local wd
+        wd=$(mktemp -d "$DATA/run.XXXXXX")
+        out=$(SERVER=$srv ROOT=$ROOT LOADGEN=$LOADGEN PROFILE=$PROFILE WORKDIR=$wd RUNDIR=$DATA REP=$rep \
+            timeout 900 bash -c "${SC[$id.run]}" 2>>"$WORK/run.err" </dev/null)
+        rc=$?
+        rm -rf "$wd"
+        out=${out##*$'\n'}
+        # shellcheck disable=SC1003  # tr deletes quotes and backslashes
+        if [ "$rc" = 77 ]; then out="{\"skipped\":$(json_str "$out")}"
+        elif [ "$rc" != 0 ] || [[ $out != \{* ]]; then out="{\"error\":\"run= command exited $rc: $(json_str "$out" | tr -d '"\\')\"}"
+        fi
+        record "$id" "$srv" "$rep" "$out"
+        progress "$id" "$srv" "$rep" "$t0" "$out"
+        return 0
+    fi
     if [ "${SC[$id.fresh]}" = 1 ]; then
-        start_server "$srv-fresh" "$(server_cmd "$srv")" || return 1
-        port=${SRV_PORT[$srv-fresh]} pid=${SRV_PID[$srv-fresh]}
+        start_server "$srv-fresh" "$(server_cmd_for "$id" "$srv")" || return 1
+        port=${SRV_PORT[$srv-fresh]} pid=${SRV_PID[$srv-fresh]} dir=${SRV_DIR[$srv-fresh]}
     else
         if ! kill -0 "${SRV_PID[$srv]}" 2>/dev/null; then
             # it died (a crash in an earlier scenario): say so, restart, go on
-            printf '{"scenario":"%s","server":"%s","rep":%d,"result":{"error":"server had exited before this run (after %s); restarted"}}\n' \
-                "$id" "$srv" "$rep" "$LAST_RUN" >>"$RAW"
+            record "$id" "$srv" "$rep" "{\"error\":\"server had exited before this run (after $LAST_RUN); restarted\"}"
             wait "${SRV_PID[$srv]}" 2>/dev/null
             start_server "$srv" "$(server_cmd "$srv")" || return 1
         fi
-        port=${SRV_PORT[$srv]} pid=${SRV_PID[$srv]}
+        port=${SRV_PORT[$srv]} pid=${SRV_PID[$srv]} dir=${SRV_DIR[$srv]}
     fi
-    LAST_RUN="$id/$rep"
-    if [ -n "${SC[$id.during]}" ]; then
-        # its own process group (setsid does not fork here), stopped as a group
-        PORT=$port PID=$pid SERVER=$srv ROOT=$ROOT setsid bash -c "${SC[$id.during]}" \
-            >>"$WORK/during.log" 2>&1 </dev/null &
-        during_pid=$!
-        sleep "${SC[$id.settle]}"
+    out=''
+    if [ -n "${SC[$id.setup]}" ]; then
+        out=$(PORT=$port PID=$pid SERVER=$srv ROOT=$ROOT DIR=$dir timeout 60 bash -c "${SC[$id.setup]}" \
+            2>>"$WORK/setup.err" </dev/null)
+        rc=$?
+        out=${out##*$'\n'}
+        # shellcheck disable=SC1003  # tr deletes quotes and backslashes
+        if [ "$rc" = 77 ]; then out="{\"skipped\":$(json_str "$out")}"
+        elif [ "$rc" != 0 ]; then out="{\"error\":\"setup exited $rc: $(json_str "$out" | tr -d '"\\')\"}"
+        else out=''
+        fi
     fi
-    # shellcheck disable=SC2086
-    out=$(timeout 300 $GEN_PIN "$LOADGEN" $args --port "$port" --pid "$pid" --warmup "$WARMUP" \
-        --duration "$DURATION" --drain "$DRAIN" --label "$id/$srv/$rep" 2>>"$WORK/loadgen.err")
-    rc=$?
-    if [ -n "$during_pid" ]; then
-        kill -TERM -- "-$during_pid" 2>/dev/null
-        stop_pid "$during_pid"
+    if [ -z "$out" ]; then
+        if [ -n "${SC[$id.during]}" ]; then
+            # its own process group (setsid does not fork here), stopped as a group
+            PORT=$port PID=$pid SERVER=$srv ROOT=$ROOT LOADGEN=$LOADGEN setsid bash -c "${SC[$id.during]}" \
+                >>"$WORK/during.log" 2>&1 </dev/null &
+            during_pid=$!
+            sleep "${SC[$id.settle]}"
+        fi
+        set -f   # the arguments are split on spaces, never globbed (XADD,key,*,...)
+        # shellcheck disable=SC2086
+        out=$(timeout 300 $GEN_PIN "$LOADGEN" $args --port "$port" --pid "$pid" --warmup "$WARMUP" \
+            --duration "$DURATION" --drain "$DRAIN" --label "$id/$srv/$rep" 2>>"$WORK/loadgen.err")
+        rc=$?
+        set +f
+        if [ -n "$during_pid" ]; then
+            kill -TERM -- "-$during_pid" 2>/dev/null
+            stop_pid "$during_pid"
+        fi
+        out=${out##*$'\n'}   # its last line
+        [[ $out == \{* ]] || out="{\"error\":\"loadgen exited $rc without a result\"}"
     fi
-    if [ "${SC[$id.fresh]}" = 1 ]; then stop_pid "$pid"; fi
-    out=${out##*$'\n'}   # its last line
-    [[ $out == \{* ]] || out="{\"error\":\"loadgen exited $rc without a result\"}"
-    printf '{"scenario":"%s","server":"%s","rep":%d,"result":%s}\n' "$id" "$srv" "$rep" "$out" >>"$RAW"
-    # a short progress line on stderr
-    local k summary=''
-    for k in msgs_per_s calls_per_s p99_us bytes_per lost srv_cpu gen_cpu; do
+    if [ "${SC[$id.fresh]}" = 1 ]; then
+        stop_pid "$pid"
+        rm -rf "$dir"
+    fi
+    record "$id" "$srv" "$rep" "$out"
+    progress "$id" "$srv" "$rep" "$t0" "$out"
+    return 0
+}
+
+# progress ID SERVER REP T0 JSON: a short progress line on stderr
+progress() {
+    local k summary='' out=$5
+    for k in msgs_per_s calls_per_s consumed_per_s restart_s p99_us bytes_per lost srv_cpu gen_cpu; do
         [[ $out =~ \"$k\":([0-9.]+) ]] && summary+="$k=${BASH_REMATCH[1]} "
     done
     [[ $out =~ \"error\":\"([^\"]*) ]] && summary+="error: ${BASH_REMATCH[1]}"
-    printf '  %-14s %-5s rep %d %5dms: %s\n' "$id" "$srv" "$rep" $(((${EPOCHREALTIME/./} - t0) / 1000)) "$summary" >&2
-    return 0
+    [[ $out =~ \"skipped\":\"([^\"]*) ]] && summary+="skipped: ${BASH_REMATCH[1]}"
+    printf '  %-14s %-5s rep %d %5dms: %s\n' "$1" "$2" "$3" $(((${EPOCHREALTIME/./} - $4) / 1000)) "$summary" >&2
 }
 
 SELECTED=()
@@ -312,9 +445,9 @@ done
 # Describe the scenarios for the report.
 DEFS=$WORK/scenarios.tsv
 for id in "${SELECTED[@]}"; do
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "${SC[$id.title]}" "${SC[$id.metrics]}" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "${SC[$id.title]}" "${SC[$id.metrics]}" \
         "${SC[$id.unit]}" "${SC[$id.better]}" "${SC[$id.target]}" "${SC[$id.hub]}" "${SC[$id.redis]}" \
-        "${SC[$id.chart]}" "${SC[$id.label]}"
+        "${SC[$id.chart]}" "${SC[$id.label]}" "${SC[$id.target_on]}" "${SC[$id.hub_args]}" "${SC[$id.redis_args]}"
 done >"$DEFS"
 
 STAMP=$(date +%Y-%m-%d_%H%M%S)
