@@ -90,3 +90,22 @@ def test_linear_library_calls_in_a_loop_stop_at_the_time_slice(start, case):
     assert "time slice exceeded (handler-time-slice is 50 ms)" in err, err
     wd.check(max_stall=STALL_BOUND)
 
+
+
+# --------------------------------------------------------------------------
+# 2. A huge error message: last_error is kept outside the Lua cap, for as
+#    long as the handler lives, and every HUB.HANDLERS repeats it.
+# --------------------------------------------------------------------------
+
+def test_last_error_keeps_a_bounded_prefix_of_a_huge_error_message(start):
+    srv = start({"e%d.lua" % i: listener("e%d" % i, 'error(("x"):rep(8 * 1024 * 1024), 0)') for i in range(3)})
+    r = srv.client()
+    with Watchdog(srv) as wd:
+        for i in range(3):
+            assert call_error(r, "e%d" % i).startswith("xxxx")   # the caller still gets the error
+    wd.check(max_stall=STALL_BOUND * 2)
+    rows = r.execute_command("HUB.HANDLERS")
+    for row in rows:
+        d = dict(zip(row[::2], row[1::2]))
+        assert d[b"errors"] == 1, d
+        assert 100 < len(d[b"last_error"]) <= 1100, len(d[b"last_error"])
