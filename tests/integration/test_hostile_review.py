@@ -109,3 +109,22 @@ def test_last_error_keeps_a_bounded_prefix_of_a_huge_error_message(start):
         d = dict(zip(row[::2], row[1::2]))
         assert d[b"errors"] == 1, d
         assert 100 < len(d[b"last_error"]) <= 1100, len(d[b"last_error"])
+
+
+# --------------------------------------------------------------------------
+# 3. Files in the handlers directory: a FIFO in lib/ blocked the loop in
+#    open() for good; a huge file was read whole outside any cap.
+# --------------------------------------------------------------------------
+
+def test_a_fifo_or_a_huge_file_in_the_handlers_dir_fails_the_load_without_blocking(start, hdir):
+    (hdir / "lib").mkdir()
+    os.mkfifo(str(hdir / "lib" / "pipe.lua"))
+    with open(str(hdir / "huge.lua"), "wb") as f:
+        f.truncate(200 * 1024 * 1024)   # sparse: 200 MB of NUL bytes
+    srv = start({"usespipe.lua": listener("p", 'return "x"', 'require("pipe")')})
+    r = srv.client()
+    with Watchdog(srv) as wd:
+        lines = [l.decode() for l in r.execute_command("HUB.RELOAD", "*", "FORCE")]
+    wd.check(max_stall=STALL_BOUND * 2, max_rss_growth=None if IS_ASAN else 50 * 1024 * 1024)
+    assert any(l.startswith("usespipe: failed") and "Invalid argument" in l for l in lines), lines
+    assert any(l.startswith("huge: failed") and "File too large" in l for l in lines), lines
