@@ -3,11 +3,16 @@
 
 The rule lives in core/LAYERS: one line per folder, `folder: folders it may
 include from` (the top level of core/ is `.`). This script reads every
-`#include "..."` in core/, resolves it to the folder of the header it names
-(relative to the including file first, then to core/, as the compiler's
--Icore does), and fails when
+include directive in every file under core/ (not only .c and .h: a `.inc`
+file may be included too) as the preprocessor sees it: line splices joined,
+comments blanked, `%:` read as `#`, `#include`, `#include_next` and `#import`
+with "..." or <...>. It resolves the header (a "..." one relative to the
+including file first, then to core/, as the compiler's -Icore does; a <...>
+one to core/ only, else it is a system header), following symlinks, to its
+folder, and fails when
   - a file includes a header from a folder its own folder may not use,
   - an include names a header that does not exist,
+  - an include is computed (a macro), which this check cannot follow,
   - a folder under core/ is not listed in core/LAYERS, or
   - the folders form a circle, either in the rule itself or in the includes
     that are actually there.
@@ -19,9 +24,35 @@ import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 if len(sys.argv) == 3 and sys.argv[1] == "--root":
-    ROOT = os.path.abspath(sys.argv[2])
-CORE = os.path.join(ROOT, "core")
-INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+    ROOT = sys.argv[2]
+ROOT = os.path.realpath(ROOT)
+CORE = os.path.realpath(os.path.join(ROOT, "core"))
+DIRECTIVE = re.compile(r'^[ \t]*#[ \t]*(include|include_next|import)\b[ \t]*(.*)$', re.M)
+OPERAND = re.compile(r'"([^"]+)"|<([^>]+)>')
+# A comment, or a literal (kept: a comment marker inside one is not one).
+LEXEME = re.compile(r'/\*.*?\*/|//[^\n]*|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.S)
+
+
+def preprocessed(text):
+    """text as the preprocessor's directives see it: line splices joined
+    (each spliced line's newline kept at the end, so line numbers hold
+    at the directive), comments blanked, digraph `%:` as `#`."""
+    text = text.replace("??=", "#").replace("%:", "#")
+    out, lines = [], text.split("\n")
+    held = 0
+    for line in lines:
+        if line.endswith("\\"):
+            out.append(line[:-1])
+            held += 1
+            continue
+        out.append(line + "\n" * (held + 1))
+        held = 0
+    text = "".join(out)
+
+    def blank(m):
+        t = m.group(0)
+        return t if t[0] in "\"'" else " " + "\n" * t.count("\n")
+    return LEXEME.sub(blank, text)
 
 
 def read_rule(path):
@@ -84,7 +115,7 @@ def main():
     for dirpath, dirnames, filenames in os.walk(CORE):
         dirnames.sort()
         for name in sorted(filenames):
-            if not name.endswith((".c", ".h")):
+            if name.endswith(".md") or (name == "LAYERS" and dirpath == CORE):
                 continue
             path = os.path.join(dirpath, name)
             rel = os.path.relpath(path, ROOT)
@@ -94,18 +125,26 @@ def main():
                 problems.append("%s: folder core/%s is not in core/LAYERS" % (rel, folder))
                 continue
             with open(path, errors="replace") as f:
-                text = f.read()
-            for m in INCLUDE.finditer(text):
+                text = preprocessed(f.read())
+            for m in DIRECTIVE.finditer(text):
                 ninc += 1
-                inc = m.group(1)
                 line = text.count("\n", 0, m.start()) + 1
+                op = OPERAND.match(m.group(2))
+                if not op:
+                    problems.append("%s:%d: #%s %s: a computed include, which this check cannot follow"
+                                    % (rel, line, m.group(1), m.group(2).strip()))
+                    continue
+                inc = op.group(1) or op.group(2)
+                bases = (os.path.dirname(path), CORE) if op.group(1) else (CORE,)
                 target = None
-                for base in (os.path.dirname(path), CORE):
-                    cand = os.path.normpath(os.path.join(base, inc))
+                for base in bases:
+                    cand = os.path.join(base, inc)
                     if os.path.isfile(cand):
-                        target = cand
+                        target = os.path.realpath(cand)
                         break
                 if target is None:
+                    if op.group(2):
+                        continue  # a system header
                     problems.append('%s:%d: #include "%s" names no header under core/' % (rel, line, inc))
                     continue
                 tf = folder_of(target)
@@ -113,8 +152,8 @@ def main():
                     continue
                 used.setdefault(folder, set()).add(tf)
                 if tf not in rule.get(folder, set()):
-                    problems.append('%s:%d: #include "%s": core/%s may not depend on core/%s (core/LAYERS)'
-                                    % (rel, line, inc, folder, tf))
+                    problems.append('%s:%d: #%s %s: core/%s may not depend on core/%s (core/LAYERS)'
+                                    % (rel, line, m.group(1), op.group(0), folder, tf))
     c = find_cycle(used)
     if c:
         problems.append("the includes form a circle between folders: %s" % " -> ".join(c))

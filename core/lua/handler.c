@@ -25,6 +25,8 @@
 #include "hubmod.h"
 #include "base/log.h"
 
+/* Bytes of an error message kept in last_error (HUB.HANDLERS). */
+#define LAST_ERROR_MAX 1024
 
 /*---- Rate-limited logging ---------------------------------------------------------*/
 
@@ -58,10 +60,13 @@ void handler_log(handler *h, int level, const char *msg, size_t len) {
 void handler_error(handler *h, const char *what, const char *err) {
     if (!err) err = "out of memory";
     size_t ml = herr_msglen(err);
-    size_t n = strlen(what) + ml + 3;
+    /* last_error lives outside the Lua cap for the handler's lifetime and
+     * every HUB.HANDLERS repeats it: keep a prefix of a long message. */
+    size_t keep = ml > LAST_ERROR_MAX ? LAST_ERROR_MAX : ml;
+    size_t n = strlen(what) + keep + 3;
     char *last = malloc(n);
     if (last) {
-        snprintf(last, n, "%s: %.*s", what, (int)ml, err);
+        snprintf(last, n, "%s: %.*s", what, (int)keep, err);
         free(h->last_error);
         h->last_error = last;
     }

@@ -360,7 +360,8 @@ static int find_or_match(lua_State *L, int find) {
         return 1;
     }
     if (find && (lua_toboolean(L, 4) || !has_specials(p, lp))) {
-        const char *hit = memmem(s + init, ls - init, p, lp); /* linear (two-way) */
+        const char *hit = memmem(s + init, ls - init, p, lp);        /* linear (two-way) */
+        if (ls - init >= LB_BIG && o->check) o->check(o->ctx, L, 0); /* one long scan: look at the clock */
         if (hit) {
             lua_pushinteger(L, (lua_Integer)(hit - s) + 1);
             lua_pushinteger(L, (lua_Integer)(hit - s + lp));
@@ -633,6 +634,31 @@ static int lb_sort(lua_State *L) {
     return 0;
 }
 
+/*---- Linear calls that allocate nothing ------------------------------------------------*/
+
+/* Whether the value at idx is a long operand: a string of LB_BIG bytes or
+ * more, or a table with LB_STEPS or more array elements. */
+static int is_big(lua_State *L, int idx) {
+    int t = lua_type(L, idx);
+    if (t == LUA_TSTRING) return lua_rawlen(L, idx) >= LB_BIG;
+    return t == LUA_TTABLE && lua_rawlen(L, idx) >= LB_STEPS;
+}
+
+/* The stock function (upvalue 2) with the whole stack, then, when its
+ * first operand was long, one look at the clock. Its cost is linear in data
+ * the memory cap bounds, but it allocates nothing, so neither the allocator
+ * nor the count hook (once per 1000 instructions, i.e. after hundreds of such
+ * calls, seconds) would see the time it took. */
+static int lb_checked(lua_State *L) {
+    const sandbox_opts *o = lua_touserdata(L, lua_upvalueindex(1));
+    int big = is_big(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    if (big && o->check) o->check(o->ctx, L, 0);
+    return lua_gettop(L);
+}
+
 /*---- Installation ---------------------------------------------------------------------*/
 
 /* t[name] = fn with upvalues (o [, the original t[name]]); t at the top. */
@@ -654,5 +680,11 @@ void lbounded_open(lua_State *L, const sandbox_opts *o) {
     lua_getglobal(L, "table");
     install(L, o, "move", lb_move, 1);
     install(L, o, "sort", lb_sort, 1);
+    install(L, o, "insert", lb_checked, 1);
+    install(L, o, "remove", lb_checked, 1);
+    lua_pop(L, 1);
+    lua_getglobal(L, "utf8");
+    install(L, o, "len", lb_checked, 1);
+    install(L, o, "offset", lb_checked, 1);
     lua_pop(L, 1);
 }

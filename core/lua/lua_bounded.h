@@ -12,6 +12,12 @@
  *   table.move    the stock function in chunks of LB_STEPS elements.
  *   table.sort    without a comparator, a table longer than LB_STEPS is
  *                 sorted with a C comparator that counts comparisons.
+ *   utf8.len, utf8.offset, table.insert, table.remove
+ *                 the stock functions, followed by one check when the first
+ *                 operand was long (LB_BIG bytes, LB_STEPS elements): linear,
+ *                 allocating nothing, so without it a loop ran hundreds of
+ *                 them between two looks at the clock (seconds). Plain find
+ *                 checks once after a scan of LB_BIG bytes or more.
  *
  * Every LB_STEPS steps they call opts->check(ctx, L, 0), which raises when
  * the invocation is past its time slice (handler_lua.c). The same counts
@@ -26,6 +32,8 @@
 
 /* Steps between two calls of opts->check. */
 #define LB_STEPS 4096
+/* A string this long makes a linear call look at the clock once. */
+#define LB_BIG (64 * 1024)
 
 /* Replaces the functions above in the string and table libraries of L (the
  * global tables `string` and `table`, which string methods share). Call in

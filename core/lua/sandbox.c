@@ -6,11 +6,14 @@
 #include "sandbox.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lua-cjson.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "lua_bounded.h"
 
@@ -341,12 +344,33 @@ static int sb_print(lua_State *L) {
 
 /* Reads a whole file into a malloc'd buffer (see sandbox.h). */
 char *sandbox_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+    /* Non-blocking open: a FIFO must not stall the loop (it is refused below). */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    struct stat st;
+    int e = fstat(fd, &st) != 0 ? errno : 0;
+    if (!e && !S_ISREG(st.st_mode)) e = EINVAL;
+    if (!e && st.st_size > SANDBOX_FILE_MAX) e = EFBIG;
+    if (e) {
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return NULL;
+    }
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
     while (buf) {
         n += fread(buf + n, 1, cap - n, f);
+        if (n > SANDBOX_FILE_MAX) { /* it grew while we read */
+            free(buf);
+            buf = NULL;
+            errno = EFBIG;
+            break;
+        }
         if (ferror(f)) {
             int e = errno;
             free(buf);

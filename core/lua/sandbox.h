@@ -79,4 +79,10 @@ void sandbox_open(lua_State *L, const sandbox_opts *opts);
  * the lib modules they require. */
 char *sandbox_read_file(const char *path, size_t *len);
 
+/* The largest handler or lib file sandbox_read_file reads (a larger one, or
+ * anything but a regular file, fails with EFBIG / EINVAL): a source longer
+ * than the default handler-memory-limit could not be compiled in it anyway,
+ * and the read buffer lives outside the cap. */
+#define SANDBOX_FILE_MAX (64 * 1024 * 1024)
+
 #endif
