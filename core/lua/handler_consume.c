@@ -40,10 +40,10 @@ struct hconsume {
     char *key, *group;
     size_t klen, glen;
     long long max_deliveries, retry_ms;
-    uint64_t task;      /* the delivery in flight, 0 if none */
-    streamid inflight;  /* its entry */
-    char *call_failed;  /* a hub.call of it timed out: the delivery fails with this */
-    int cold_wait;      /* a cold read runs for it */
+    uint64_t task;     /* the delivery in flight, 0 if none */
+    streamid inflight; /* its entry */
+    char *call_failed; /* a hub.call of it timed out: the delivery fails with this */
+    int cold_wait;     /* a cold read runs for it */
     /* the last cold read's rows: entries of stream rsid at version rver in
      * [ra, rb], all of them if rall */
     store_row *rows;
@@ -56,16 +56,18 @@ struct hconsume {
     uint64_t idle_sid;
     streamid idle_last;
     size_t idle_pending;
-    double retry_at;    /* ev_time() before which the head entry waits (back-off) */
+    double retry_at; /* ev_time() before which the head entry waits (back-off) */
     ev_timer retry_w;
-    char *last_err;     /* the head entry's last failure (the dead letter's error) */
+    char *last_err; /* the head entry's last failure (the dead letter's error) */
     uint64_t delivered, acked, failures, dead;
 };
 
 static hconsume *all;
 static uint64_t task_seq;
 
-static streams *model_of(const handler *h) { return h->rt->hub->streams; }
+static streams *model_of(const handler *h) {
+    return h->rt->hub->streams;
+}
 
 static char *dup_n(const char *p, size_t n) {
     char *s = malloc(n + 1);
@@ -115,8 +117,8 @@ int consume_switch(handler *h, hversion *nv) {
         h->cons = NULL;
         return 0;
     }
-    if (c && c->klen == nv->cstream.len && memcmp(c->key, nv->cstream.p, c->klen) == 0 &&
-        c->glen == nv->cgroup.len && memcmp(c->group, nv->cgroup.p, c->glen) == 0) {
+    if (c && c->klen == nv->cstream.len && memcmp(c->key, nv->cstream.p, c->klen) == 0 && c->glen == nv->cgroup.len &&
+        memcmp(c->group, nv->cgroup.p, c->glen) == 0) {
         c->max_deliveries = nv->cmax_deliveries;
         c->retry_ms = nv->cretry_ms;
         return 0;
@@ -161,8 +163,7 @@ static int join(hconsume *c, stream **sp, sgroup **gp, sconsumer **mep) {
     if (!s && !(s = streams_create(m, c->key, c->klen))) return -1;
     sgroup *g = stream_group_find(s, c->group, c->glen);
     if (!g && !(g = stream_group_create(m, s, c->group, c->glen, (streamid){0, 0}, -1))) return -1;
-    sconsumer *me =
-        stream_consumer_get(m, s, g, c->h->name, strlen(c->h->name), (int64_t)clock_wall_ms(), NULL);
+    sconsumer *me = stream_consumer_get(m, s, g, c->h->name, strlen(c->h->name), (int64_t)clock_wall_ms(), NULL);
     if (!me) return -1;
     *sp = s, *gp = g, *mep = me;
     return 0;
@@ -242,8 +243,9 @@ static int find_from(hconsume *c, stream *s, streamid from, found *out) {
             return -1;
         }
         int bad = cr.err || keep_rows(c, &cr) < 0;
-        if (bad) log_warning("Handler %s: reading stored entries of '%s' failed: %s", c->h->name, c->key,
-                             cr.err ? cr.err : "out of memory");
+        if (bad)
+            log_warning("Handler %s: reading stored entries of '%s' failed: %s", c->h->name, c->key,
+                        cr.err ? cr.err : "out of memory");
         stream_cold_release(m, c);
         if (bad) return -2;
         c->rsid = s->sid;
@@ -331,8 +333,10 @@ static int dead_letter(hconsume *c, stream *s, sgroup *g, snack *n, const found 
     size_t il = streamid_fmt(n->id, idbuf);
     int dl = snprintf(dbuf, sizeof dbuf, "%llu", (unsigned long long)n->deliveries);
     size_t wl = strlen(why);
-    sstr extra[] = {{"error", 5},       {why, wl > ERR_KEEP ? ERR_KEEP : wl}, {"deliveries", 10}, {dbuf, (size_t)dl},
-                    {"entry", 5},       {idbuf, il},                          {"group", 5},       {c->group, c->glen}};
+    sstr extra[] = {{"error", 5},       {why, wl > ERR_KEEP ? ERR_KEEP : wl},
+                    {"deliveries", 10}, {dbuf, (size_t)dl},
+                    {"entry", 5},       {idbuf, il},
+                    {"group", 5},       {c->group, c->glen}};
     memcpy(x.fv + x.n, extra, sizeof extra);
     x.n += 8;
     stream *ds = streams_find(m, dkey, dlen);
@@ -423,13 +427,14 @@ static int redeliver(hconsume *c, stream *s, sgroup *g, sconsumer *me, snack *n)
     const char *reason = c->last_err;
     if (!e.f) reason = "corrupt entry: its checksum does not match (never delivered)";
     if (!reason) {
-        snprintf(why, sizeof why, "delivered %llu times without an acknowledgement",
-                 (unsigned long long)n->deliveries);
+        snprintf(why, sizeof why, "delivered %llu times without an acknowledgement", (unsigned long long)n->deliveries);
         reason = why;
     }
     if (!e.f || (long long)n->deliveries >= c->max_deliveries) {
-        if (dead_letter(c, s, g, n, &e, reason) < 0) back_off(c, 1000);
-        else c->retry_at = 0;
+        if (dead_letter(c, s, g, n, &e, reason) < 0)
+            back_off(c, 1000);
+        else
+            c->retry_at = 0;
         free(c->last_err);
         c->last_err = NULL;
         return 1;
@@ -565,10 +570,10 @@ int consume_get_info(handler *h, consume_info *out) {
     out->acked = c->acked;
     out->failures = c->failures;
     out->dead = c->dead;
-    out->state = c->task                                                          ? "running"
-                 : c->cold_wait                                                   ? "reading"
+    out->state = c->task                                                 ? "running"
+                 : c->cold_wait                                          ? "reading"
                  : c->retry_at && ev_now(h->rt->hub->loop) < c->retry_at ? "backoff"
-                 : !store_writable(h)                                             ? "store-unavailable"
-                                                                                  : "ready";
+                 : !store_writable(h)                                    ? "store-unavailable"
+                                                                         : "ready";
     return 1;
 }

@@ -513,8 +513,8 @@ static const struct {
     const char *key;
     int kind;
 } handler_keys[] = {
-    {"subscribe", 1}, {"listen", 1},    {"on_event", 0},    {"on_call", 0},
-    {"snapshot", 0},  {"on_reload", 0}, {"on_replaced", 0}, {"group", 2}, {"consume", 3},
+    {"subscribe", 1}, {"listen", 1},      {"on_event", 0}, {"on_call", 0}, {"snapshot", 0},
+    {"on_reload", 0}, {"on_replaced", 0}, {"group", 2},    {"consume", 3},
 };
 
 /* Bounds of consume's numbers (README, "Durable consumers"). */
