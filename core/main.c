@@ -20,6 +20,7 @@
 #include "base/config.h"
 #include "net/conn.h"
 #include "lua/handler.h"
+#include "lua/handler_consume.h"
 #include "base/hub.h"
 #include "base/log.h"
 #include "route/stats.h"
@@ -300,6 +301,7 @@ int main(int argc, char **argv) {
     h->up.call_runnable = commands_call_runnable;
     h->up.handler_replaced = handler_upcall_replaced;
     h->up.handler_name = handler_upcall_name;
+    h->up.stream_appended = cmd_stream_key_appended;
     h->listeners = listen_new();
     h->router = router_new();
     if (h->router) stats_set_max_names(router_stats(h->router), (size_t)h->cfg.stats_max_names);
@@ -357,6 +359,7 @@ int main(int argc, char **argv) {
      * gated replies), then every connection closes, then the runtime. */
     capture_free(h->capture); /* its cold reads are cancelled before the store closes */
     h->capture = NULL;
+    consume_release_reads(); /* and the Lua consumers' */
     conn_flush_pending(h);
     store_close(h->store);
     conn_flush_pending(h);

@@ -22,6 +22,14 @@
 --   * hub.call(name, data) returns what opts.calls[name](data) returns, at once.
 --   * a handler with `group` is one member of its consumer group: :event runs every
 --     matching event, as the member the group picked would.
+--   * a handler with `consume` (a durable consumer) gets stream entries from
+--     :entry(id, fields): it returns true if on_event returned (acknowledged), or
+--     false and the error (left pending: call :entry again with the same id to
+--     redeliver). ev.deliveries counts per id; the delivery that fails at
+--     max_deliveries moves the entry to .dead (as `<stream>:dead` would get it:
+--     the fields plus error, deliveries, entry, group) and acknowledges it. A
+--     hub.call answered nil, "timeout: ..." fails the delivery whatever on_event
+--     returns. Back-off (retry_ms) is the hub's timing: the kit does not wait.
 local cjson = require("cjson")
 
 local byte, concat, fmt = string.byte, table.concat, string.format
@@ -35,7 +43,7 @@ local LOG_LEVELS = { debug = true, info = true, notice = true, warning = true }
 local HANDLER_KEYS = {
   subscribe = "list", listen = "list",
   on_event = "function", on_call = "function", snapshot = "function", on_reload = "function",
-  on_replaced = "function", group = "string",
+  on_replaced = "function", group = "string", consume = "consume",
 }
 
 ---------------------------------------------------------------------------------------
@@ -230,7 +238,9 @@ local function make_hub(inst)
     end
     local fn = inst.opts.calls and inst.opts.calls[name]
     if not fn then return nil, fmt("no listener for '%s'", name) end
-    return fn(data)
+    local r, err = fn(data)
+    if r == nil and type(err) == "string" and err:sub(1, 8) == "timeout:" then inst.call_failed = err end
+    return r, err
   end
 
   function hub.log(level, msg)
@@ -339,6 +349,31 @@ local function validate(h, path)
       end
     end
   end
+  if h.consume ~= nil then
+    local c = h.consume
+    if type(c) ~= "table" then bad("'consume' must be a table, got %s", type(c)) end
+    for k, v in pairs(c) do
+      if k == "stream" or k == "group" then
+        if type(v) ~= "string" or v == "" or #v > 1024 then
+          bad("'consume.%s' must be a non-empty string of at most 1024 bytes", k)
+        end
+      elseif k == "max_deliveries" or k == "retry_ms" then
+        local lo, hi = 1, 1000000
+        if k == "retry_ms" then lo, hi = 0, 3600000 end
+        if math.type(v) ~= "integer" or v < lo or v > hi then
+          bad("'consume.%s' must be an integer from %d to %d", k, lo, hi)
+        end
+      else
+        bad("unknown key in 'consume' (known: stream, group, max_deliveries, retry_ms)")
+      end
+    end
+    if type(c.stream) ~= "string" then bad("'consume' needs 'stream'") end
+    if type(c.group) ~= "string" then bad("'consume' needs 'group'") end
+  end
+  if h.consume and not h.on_event then bad("'consume' without 'on_event'") end
+  if h.consume and h.subscribe and #h.subscribe > 0 then
+    bad("'consume' with 'subscribe' (on_event would get both)")
+  end
   if h.subscribe and #h.subscribe > 0 and not h.on_event then bad("'subscribe' without 'on_event'") end
   if h.listen and #h.listen > 0 and not h.on_call then bad("'listen' without 'on_call'") end
   if h.group and not (h.subscribe and #h.subscribe > 0) then bad("'group' without 'subscribe'") end
@@ -377,6 +412,9 @@ local function build(path, opts, prev)
     version = prev and prev.version + 1 or 1,
     clock = prev and prev.clock or opts.now or DEFAULT_NOW,
     ids = prev and prev.ids or { last = 0 }, -- event ids grow hub-wide, across versions
+    -- a consumer's group outlives its versions: deliveries per pending id, dead letters
+    deliveries = prev and prev.deliveries or {},
+    dead = prev and prev.dead or {},
     opts = opts,
     published = {}, logs = {}, timers = {}, seq = 0,
     events = 0, errors = 0, last_error = nil,
@@ -426,6 +464,56 @@ function Instance:event(name, data)
   run(self, "on_event", self.handler.on_event,
     { name = name, data = data, pattern = pattern, id = next_id(self), time = self.clock })
   return true
+end
+
+-- A stream entry for a `consume` handler: id ("ms-seq") and its fields (a table of
+-- strings). Returns true if on_event returned (the entry is acknowledged), or false
+-- and the error (it stays pending; past max_deliveries it went to .dead, and
+-- the third result is "dead").
+function Instance:entry(id, fields)
+  live(self)
+  local c = self.handler.consume
+  assert(c, "entry: the handler has no 'consume'")
+  assert(type(id) == "string" and id:match("^%d+%-%d+$"), "entry: id must be an entry id \"ms-seq\"")
+  fields = fields or {}
+  local f = {}
+  for k, v in pairs(fields) do
+    assert(type(k) == "string" and type(v) == "string", "entry: fields must map strings to strings")
+    f[k] = v
+  end
+  local n = (self.deliveries[id] or 0) + 1
+  self.deliveries[id] = n
+  self.events = self.events + 1
+  self.call_failed = nil
+  local ev = { stream = c.stream, entry = id, name = f.name, data = f.data, fields = f, deliveries = n,
+    time = tonumber(id:match("^(%d+)")) }
+  local ok, err = guarded(self.opts.instruction_limit or DEFAULT_INSTRUCTION_LIMIT, self.handler.on_event, ev)
+  if ok and self.call_failed then ok, err = false, self.call_failed end
+  if ok then
+    self.deliveries[id] = nil
+    return true
+  end
+  self.errors = self.errors + 1
+  self.last_error = tostring(err)
+  if n >= (c.max_deliveries or 5) then
+    local d = {}
+    for k, v in pairs(f) do d[k] = v end
+    d.error, d.deliveries, d.entry, d.group = self.last_error, tostring(n), id, c.group
+    self.dead[#self.dead + 1] = d
+    self.deliveries[id] = nil
+    return false, self.last_error, "dead"
+  end
+  return false, self.last_error
+end
+
+-- Returns the dead letters so far (oldest first) and starts a new list.
+function Instance:take_dead()
+  local list = {}
+  for i, d in ipairs(self.dead) do
+    list[i] = d
+    self.dead[i] = nil
+  end
+  return list
 end
 
 -- HUB.CALL name data: returns the reply string, or nil and the error message.

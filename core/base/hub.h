@@ -6,6 +6,7 @@
 #define LUAHUB_HUB_H
 
 #include <ev.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -35,6 +36,9 @@ typedef struct hub_upcalls {
      * `owner` (its on_replaced runs), and a handler's name for messages */
     void (*handler_replaced)(void *owner, const char *name, size_t len);
     const char *(*handler_name)(const void *owner);
+    /* lua -> cmd: a Lua consumer appended to stream `key` (a dead letter):
+     * its blocked readers run again */
+    void (*stream_appended)(const char *key, size_t klen);
 } hub_upcalls;
 
 typedef struct hub_stats {

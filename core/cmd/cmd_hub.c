@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "lua/handler_consume.h"
 #include "lua/handler_runtime.h"
 #include "lua/hubmod.h"
 #include "net/reply.h"
@@ -132,7 +133,7 @@ void cmd_hub_handlers(conn *c, int argc, const hstr *argv) {
     reply_array(c, (long)HASH_COUNT(rt->by_name));
     for (handler *h = rt->by_name; h; h = h->hh.next) {
         hversion *v = h->cur;
-        reply_map(c, 17);
+        reply_map(c, 18);
         kv_str(c, "name", h->name);
         kv_int(c, "version", h->version);
         kv_str(c, "state", state_name(h->state));
@@ -150,6 +151,21 @@ void cmd_hub_handlers(conn *c, int argc, const hstr *argv) {
         kv_list(c, "subscribe", v ? v->subscribe : NULL, v ? v->nsubscribe : 0);
         kv_str(c, "group", v ? v->group.p : NULL);
         kv_list(c, "listen", v ? v->listen : NULL, v ? v->nlisten : 0);
+        consume_info ci;
+        reply_cstr(c, "consume");
+        if (!consume_get_info(h, &ci)) {
+            reply_null(c);
+            continue;
+        }
+        reply_map(c, 8);
+        kv_str(c, "stream", ci.stream);
+        kv_str(c, "group", ci.group);
+        kv_str(c, "state", ci.state);
+        kv_int(c, "pending", (long long)ci.pending);
+        kv_int(c, "delivered", (long long)ci.delivered);
+        kv_int(c, "acked", (long long)ci.acked);
+        kv_int(c, "failures", (long long)ci.failures);
+        kv_int(c, "dead_lettered", (long long)ci.dead);
     }
 }
 

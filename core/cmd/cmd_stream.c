@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "lua/handler_consume.h"
 #include "net/reply.h"
 #include "store/stream.h"
 
@@ -246,8 +247,10 @@ static void timeout_null_cb(conn *c) {
     reply_null_array(c);
 }
 
-/* The model's wake callback: a cold read for c is done. */
+/* The model's wake callback: a cold read for a client (or a Lua consumer)
+ * is done. */
 void cmd_stream_wake(void *waiter) {
+    if (consume_cold_wake(waiter)) return;
     conn_unpark(waiter);
 }
 

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "handler_consume.h"
 #include "handler_runtime.h"
 #include "hubmod.h"
 #include "base/log.h"
@@ -88,8 +89,8 @@ void handler_error(handler *h, const char *what, const char *err) {
 
 /*---- Delivery and the ready list ----------------------------------------------------*/
 
-/* 1 if h has events or due timers waiting for the drain. */
-static int has_work(const handler *h) { return h->queue.count || h->due_head; }
+/* 1 if h has events, due timers or stream entries waiting for the drain. */
+static int has_work(handler *h) { return h->queue.count || h->due_head || (h->cons && consume_has_work(h)); }
 
 static void ready_add(handler *h) {
     handlers *rt = h->rt;
@@ -232,13 +233,15 @@ static void drain_cb(struct ev_loop *loop, ev_check *w, int revents) {
     handlers *rt = w->data;
     size_t budget = HANDLER_DRAIN_MAX;
     double deadline = ev_time() + HANDLER_DRAIN_MS / 1000.0;
+    consume_wake_ready(rt);
     for (size_t turns = rt->nready; turns && budget && rt->ready_head; turns--) {
         handler *h = ready_pop(rt);
         size_t batch = HANDLER_DRAIN_BATCH < budget ? HANDLER_DRAIN_BATCH : budget;
         for (; batch && has_work(h); batch--, budget--) {
             if (!hubmod_run_due(h)) {
                 hevent *e = hqueue_pop(&h->queue);
-                run_event(h, e);
+                if (e) run_event(h, e);
+                else if (!consume_step(h)) break;
                 free(e);
             }
             if (ev_time() > deadline) budget = batch = 1; /* time is up: stop after this one */
@@ -284,6 +287,7 @@ void handler_destroy(handler *h) {
     handlers *rt = h->rt;
     HASH_DEL(rt->by_name, h);
     ready_remove(h);
+    consume_free(h); /* first: its on_event waits, dropped below, are then nobody's */
     router_unsubscribe_all(rt->hub->router, &h->sub);
     /* h's registrations are exactly cur's names (handler_reload.c's switch
      * keeps them so): removing them by name costs h's names, not the whole

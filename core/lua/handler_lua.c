@@ -21,6 +21,7 @@
 #include "handler_runtime.h"
 #include "hubmod.h"
 #include "base/log.h"
+#include "store/stream.h"
 
 /* Instructions between two budget checks: the budget is exact to this much. */
 #define BUDGET_STEP 1000
@@ -166,7 +167,7 @@ static void budget_reset(hversion *v) {
 
 /*---- Protected invocation ---------------------------------------------------*/
 
-enum inv_kind { INV_LOAD, INV_EVENT, INV_CALL, INV_REF, INV_HANDOVER, INV_TASK, INV_RESUME };
+enum inv_kind { INV_LOAD, INV_EVENT, INV_CALL, INV_REF, INV_HANDOVER, INV_TASK, INV_RESUME, INV_CONSUME };
 
 /* What one protected call does, its inputs and its outputs. */
 typedef struct invocation {
@@ -192,6 +193,8 @@ typedef struct invocation {
     int is_call;       /* INV_CALL, INV_RESUME: the coroutine is an on_call; its result is the reply */
     uint64_t answer;   /* INV_RESUME of an on_call: the request its reply answers */
     hwait *pending;    /* set when the coroutine waits in hub.call (again) */
+    const hcentry *ce; /* INV_CONSUME */
+    uint64_t task;     /* INV_CONSUME, INV_RESUME: the consumer's delivery, 0 if none */
 } invocation;
 
 /* Message handler: the error as a string, with a traceback appended. */
@@ -225,6 +228,44 @@ static void push_ev(lua_State *L, const char *name, size_t nlen, const char *dat
     lua_setfield(L, -2, "id");
     lua_pushinteger(L, (lua_Integer)floor(time_ms));
     lua_setfield(L, -2, "time");
+}
+
+/* Collects an entry's field/value strings into the table at `t`. */
+typedef struct fields_ctx {
+    lua_State *L;
+    int t, odd;
+} fields_ctx;
+
+static void push_field(void *ctx, const char *p, size_t n, size_t npairs) {
+    (void)npairs;
+    fields_ctx *fc = ctx;
+    lua_pushlstring(fc->L, p, n);
+    if ((fc->odd = !fc->odd) == 0) lua_rawset(fc->L, fc->t); /* a repeated field: the last wins */
+}
+
+/* Pushes a consumer's event table {stream, entry, name, data, fields,
+ * deliveries, time}: name and data are the fields of those names (nil if
+ * the entry has none), fields holds every field. */
+static void push_centry(lua_State *L, const hcentry *e) {
+    lua_createtable(L, 0, 7);
+    int ev = lua_gettop(L);
+    lua_pushlstring(L, e->stream, e->slen);
+    lua_setfield(L, ev, "stream");
+    lua_pushlstring(L, e->entry, e->elen);
+    lua_setfield(L, ev, "entry");
+    lua_pushinteger(L, (lua_Integer)e->deliveries);
+    lua_setfield(L, ev, "deliveries");
+    lua_pushinteger(L, (lua_Integer)e->ms);
+    lua_setfield(L, ev, "time");
+    lua_newtable(L);
+    fields_ctx fc = {L, lua_gettop(L), 0};
+    if (stream_fields_each(e->f, e->flen, push_field, &fc) < 0) luaL_error(L, "malformed stream entry");
+    lua_settop(L, fc.t);
+    lua_getfield(L, fc.t, "name");
+    lua_setfield(L, ev, "name");
+    lua_getfield(L, fc.t, "data");
+    lua_setfield(L, ev, "data");
+    lua_setfield(L, ev, "fields");
 }
 
 /*---- Coroutines: callbacks that may wait in hub.call ---------------------------*/
@@ -298,6 +339,7 @@ static void resume_task(lua_State *L, hversion *v, invocation *iv, lua_State *co
         }
         hubmod_wait_anchor(w, co_ref);
         if (iv->is_call) hubmod_wait_call(w, iv->answer);
+        if (iv->task) hubmod_wait_task(w, iv->task);
         iv->pending = w;
         return;
     }
@@ -359,6 +401,11 @@ static int inv_body(lua_State *L) {
         run_task(L, v, iv, 1);
         return 0;
     }
+    case INV_CONSUME:
+        lua_rawgeti(L, LUA_REGISTRYINDEX, v->ref_on_event);
+        push_centry(L, iv->ce);
+        run_task(L, v, iv, 1);
+        return 0;
     case INV_TASK:
         lua_rawgeti(L, LUA_REGISTRYINDEX, iv->ref);
         run_task(L, v, iv, 0);
@@ -466,9 +513,13 @@ static const struct {
     const char *key;
     int kind;
 } handler_keys[] = {
-    {"subscribe", 1}, {"listen", 1},    {"on_event", 0},    {"on_call", 0},
-    {"snapshot", 0},  {"on_reload", 0}, {"on_replaced", 0}, {"group", 2},
+    {"subscribe", 1}, {"listen", 1},      {"on_event", 0}, {"on_call", 0}, {"snapshot", 0},
+    {"on_reload", 0}, {"on_replaced", 0}, {"group", 2},    {"consume", 3},
 };
+
+/* Bounds of consume's numbers (README, "Durable consumers"). */
+#define CONSUME_MAX_DELIVERIES 1000000
+#define CONSUME_MAX_RETRY_MS 3600000
 
 static void bad(lua_State *L, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void bad(lua_State *L, const char *path, const char *fmt, ...) {
@@ -572,6 +623,30 @@ static int ref_function(lua_State *L, int t, const char *key) {
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* Checks consume = {stream=, group= [, max_deliveries=] [, retry_ms=]}. */
+static void check_consume(lua_State *L, const char *path, int ct) {
+    if (!lua_istable(L, ct)) bad(L, path, "'consume' must be a table, got %s", luaL_typename(L, ct));
+    lua_pushnil(L);
+    while (lua_next(L, ct)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        int str = k && (strcmp(k, "stream") == 0 || strcmp(k, "group") == 0);
+        int num = k && (strcmp(k, "max_deliveries") == 0 || strcmp(k, "retry_ms") == 0);
+        if (!str && !num) bad(L, path, "unknown key in 'consume' (known: stream, group, max_deliveries, retry_ms)");
+        if (str && (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0 || lua_rawlen(L, -1) > 1024))
+            bad(L, path, "'consume.%s' must be a non-empty string of at most 1024 bytes", k);
+        if (num) {
+            long long lo = strcmp(k, "retry_ms") == 0 ? 0 : 1;
+            long long hi = lo ? CONSUME_MAX_DELIVERIES : CONSUME_MAX_RETRY_MS;
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < lo || lua_tointeger(L, -1) > hi)
+                bad(L, path, "'consume.%s' must be an integer from %lld to %lld", k, lo, hi);
+        }
+        lua_pop(L, 1);
+    }
+    if (rawfield(L, ct, "stream") != LUA_TSTRING) bad(L, path, "'consume' needs 'stream'");
+    if (rawfield(L, ct, "group") != LUA_TSTRING) bad(L, path, "'consume' needs 'group'");
+    lua_pop(L, 2);
+}
+
 /* Validates the value at the top (what the file returned) against the
  * handler contract, with the test kit's messages, and records it in v. */
 static void validate(lua_State *L, hversion *v, const char *path) {
@@ -596,6 +671,8 @@ static void validate(lua_State *L, hversion *v, const char *path) {
             if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
                 bad(L, path, "'%s' must be a non-empty string, got %s", key,
                     lua_type(L, -1) == LUA_TSTRING ? "an empty string" : luaL_typename(L, -1));
+        } else if (handler_keys[known].kind == 3) {
+            check_consume(L, path, lua_gettop(L));
         } else if (!lua_isfunction(L, -1))
             bad(L, path, "'%s' must be a function, got %s", key, luaL_typename(L, -1));
         lua_pop(L, 1);
@@ -605,7 +682,10 @@ static void validate(lua_State *L, hversion *v, const char *path) {
     int nsub = rawfield(L, t, "subscribe") == LUA_TTABLE ? (int)lua_rawlen(L, -1) : 0;
     int nlis = rawfield(L, t, "listen") == LUA_TTABLE ? (int)lua_rawlen(L, -1) : 0;
     int has_group = rawfield(L, t, "group") == LUA_TSTRING;
-    lua_pop(L, 5);
+    int has_consume = rawfield(L, t, "consume") == LUA_TTABLE;
+    lua_pop(L, 6);
+    if (has_consume && !has_event) bad(L, path, "'consume' without 'on_event'");
+    if (has_consume && nsub > 0) bad(L, path, "'consume' with 'subscribe' (on_event would get both)");
     if (nsub > 0 && !has_event) bad(L, path, "'subscribe' without 'on_event'");
     if (nlis > 0 && !has_call) bad(L, path, "'listen' without 'on_call'");
     if (has_group && nsub == 0) bad(L, path, "'group' without 'subscribe'");
@@ -613,6 +693,15 @@ static void validate(lua_State *L, hversion *v, const char *path) {
     extract_list(L, t, "subscribe", &v->subscribe, &v->nsubscribe);
     extract_list(L, t, "listen", &v->listen, &v->nlisten);
     if (has_group) extract_string(L, t, "group", &v->group);
+    if (has_consume) {
+        rawfield(L, t, "consume");
+        int ct = lua_gettop(L);
+        extract_string(L, ct, "stream", &v->cstream);
+        extract_string(L, ct, "group", &v->cgroup);
+        v->cmax_deliveries = rawfield(L, ct, "max_deliveries") == LUA_TNUMBER ? (long long)lua_tointeger(L, -1) : 5;
+        v->cretry_ms = rawfield(L, ct, "retry_ms") == LUA_TNUMBER ? (long long)lua_tointeger(L, -1) : 1000;
+        lua_pop(L, 3);
+    }
     v->ref_on_event = ref_function(L, t, "on_event");
     v->ref_on_call = ref_function(L, t, "on_call");
     v->ref_snapshot = ref_function(L, t, "snapshot");
@@ -723,6 +812,12 @@ int hversion_event(hversion *v, const hevent *e, char **err) {
     return inv_run(v, &iv, 0, err);
 }
 
+int hversion_consume(hversion *v, const hcentry *e, uint64_t task, char **err) {
+    invocation iv = {.kind = INV_CONSUME, .ce = e, .task = task};
+    if (inv_run(v, &iv, 0, err)) return -1;
+    return iv.pending ? 1 : 0;
+}
+
 int hversion_call(hversion *v, const char *name, size_t nlen, const char *data, size_t dlen, uint64_t id,
                   double time_ms, char **reply, size_t *rlen, char **err, hwait **pending) {
     invocation iv = {.kind = INV_CALL,
@@ -752,9 +847,15 @@ int hversion_run_ref(hversion *v, int ref, char **err) {
 }
 
 int hversion_resume(hversion *v, int co_ref, int ok, const char *p, size_t n, int is_call, uint64_t answer,
-                    char **reply, size_t *rlen, char **err) {
-    invocation iv = {
-        .kind = INV_RESUME, .co_ref = co_ref, .ok = ok, .arg = p, .alen = n, .is_call = is_call, .answer = answer};
+                    uint64_t task, char **reply, size_t *rlen, char **err) {
+    invocation iv = {.kind = INV_RESUME,
+                     .co_ref = co_ref,
+                     .ok = ok,
+                     .arg = p,
+                     .alen = n,
+                     .is_call = is_call,
+                     .answer = answer,
+                     .task = task};
     if (inv_run(v, &iv, 0, err)) {
         free(iv.reply);
         return -1;
@@ -786,6 +887,8 @@ void hversion_close(hversion *v) {
     free(v->subscribe);
     free(v->listen);
     free(v->group.p);
+    free(v->cstream.p);
+    free(v->cgroup.p);
     free(v->deps);
     free(v->lib_path);
     free(v);

@@ -74,6 +74,10 @@ typedef struct hversion {
     hstrv *subscribe;    /* patterns, in file order, without duplicates */
     size_t nsubscribe;
     hstrv group;   /* consumer group the subscribe patterns join, or {NULL, 0} */
+    /* consume = {stream=, group= [, max_deliveries=] [, retry_ms=]}: a durable
+     * consumer of a stream's group (handler_consume.c); stream.p NULL if none */
+    hstrv cstream, cgroup;
+    long long cmax_deliveries, cretry_ms;
     hstrv *listen; /* unicast names, without duplicates */
     size_t nlisten;
     htimer *timers; /* pending timers (hubmod.c) */
@@ -119,6 +123,22 @@ int hversion_handover(hversion *nv, hversion *old, char **err);
  * with *err. */
 int hversion_event(hversion *v, const hevent *e, char **err);
 
+/* One stream entry for a consumer's on_event (handler_consume.c). */
+typedef struct hcentry {
+    const char *stream, *entry; /* the stream's key, the entry id as "ms-seq" */
+    size_t slen, elen;
+    const char *f; /* the entry's fields, in the stream model's encoding */
+    size_t flen;
+    uint64_t deliveries;
+    uint64_t ms; /* the id's ms part: ev.time */
+} hcentry;
+
+/* Runs on_event(ev) for a stream entry, in a coroutine as hversion_event;
+ * `task` names the delivery, so the consumer learns how a wait in hub.call
+ * ends. Returns 0 (returned: acknowledge), 1 (waits in hub.call), or -1
+ * with *err. */
+int hversion_consume(hversion *v, const hcentry *e, uint64_t task, char **err);
+
 /* Runs on_call(ev) for a call, in a coroutine as on_event. Returns 0 with
  * the reply (malloc'd) in *reply / *rlen, -1 with *err, or 1 if on_call
  * waits in hub.call: *pending is its wait, and the caller names the request
@@ -141,7 +161,7 @@ int hversion_run_ref(hversion *v, int ref, char **err);
  * *reply / *rlen), 1 if it waits in hub.call again (an on_call's wait keeps
  * answering `answer`), or -1 with *err (the callback's error). */
 int hversion_resume(hversion *v, int co_ref, int ok, const char *p, size_t n, int is_call, uint64_t answer,
-                    char **reply, size_t *rlen, char **err);
+                    uint64_t task, char **reply, size_t *rlen, char **err);
 
 /* Stops the version's timers and closes its state (only C finalizers run:
  * the sandbox refuses __gc to handler code). NULL is allowed. */

@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 
 #include "base/clock.h"
+#include "handler_consume.h"
 #include "handler_runtime.h"
 #include "net/unicast.h"
 #include "base/log.h"
@@ -228,6 +229,9 @@ static int switch_to(handler *h, hversion *nv) {
     h->version = nv->number;
     h->state = HSTATE_RUNNING;
     h->loaded_at = clock_wall_ms();
+    /* the same stream and group keep their consumer: an entry the old
+     * version is still running finishes there, the next waits for it */
+    if (consume_switch(h, nv) < 0) log_warning("Handler %s: out of memory: it does not consume until reloaded", h->name);
     handler_retire(h, old);
     return 0;
 oom:

@@ -67,6 +67,7 @@ struct handler {
     uint64_t drop_id;        /* id of the last event dropped (its repeats are refused too) */
     htimer *due_head, *due_tail; /* timers that fired, waiting for the drain (hubmod.c) */
     ratelimit log_rl, err_rl, drop_rl;
+    struct hconsume *cons;   /* the durable consumer (handler_consume.h), NULL if cur does not consume */
     handler *ready_next;     /* rt->ready list: handlers with queued events or due timers */
     int ready;
 };

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "base/clock.h"
+#include "handler_consume.h"
 #include "handler_runtime.h"
 #include "base/log.h"
 #include "route/stats.h"
@@ -261,6 +262,7 @@ struct hwait {
     int co_ref;             /* the coroutine in the registry, once it has yielded */
     int is_call;            /* the coroutine is an on_call: its result answers `answer` */
     uint64_t answer;        /* that request (unicast_complete), 0 if nobody waits for it */
+    uint64_t task;          /* a consumer's delivery (handler_consume.c), 0 if none */
     hwait *prev, *next;     /* v->waits */
 };
 
@@ -273,6 +275,8 @@ static void wait_unlink(hwait *w) {
 }
 
 void hubmod_wait_anchor(hwait *w, int co_ref) { w->co_ref = co_ref; }
+
+void hubmod_wait_task(hwait *w, uint64_t task) { w->task = task; }
 
 void hubmod_wait_call(hwait *w, uint64_t answer) {
     w->is_call = 1;
@@ -293,6 +297,7 @@ void hubmod_close_waits(hversion *v) {
             int n = snprintf(msg, sizeof msg, "handler '%.200s' was unloaded before on_call answered", v->h->name);
             answer_call(v, w->answer, 0, msg, (size_t)n);
         }
+        if (w->task) consume_task_done(v->h, w->task, CONSUME_DROPPED, NULL);
         wait_unlink(w);
         free(w);
     }
@@ -304,13 +309,16 @@ static void wait_done(void *ctx, int ok, const char *p, size_t n) {
     hwait *w = ctx;
     hversion *v = w->v;
     int ref = w->co_ref, is_call = w->is_call;
-    uint64_t answer = w->answer;
+    uint64_t answer = w->answer, task = w->task;
     wait_unlink(w);
     free(w);
+    /* a timeout fails a consumer's delivery, whatever on_event does next */
+    if (task && !ok && n >= 8 && memcmp(p, "timeout:", 8) == 0) consume_call_timeout(v->h, task, p, n);
     if (ref != LUA_NOREF) {
         char *reply = NULL, *err = NULL;
         size_t rlen = 0;
-        int rc = hversion_resume(v, ref, ok, p, n, is_call, answer, &reply, &rlen, &err);
+        int rc = hversion_resume(v, ref, ok, p, n, is_call, answer, task, &reply, &rlen, &err);
+        if (task && rc != 1) consume_task_done(v->h, task, rc < 0 ? CONSUME_FAILED : CONSUME_RETURNED, err);
         if (rc < 0) {
             handler_error(v->h, is_call ? "on_call" : "callback after hub.call", err);
             if (is_call) answer_call(v, answer, 0, err ? err : "out of memory", err ? herr_msglen(err) : 13);
@@ -319,6 +327,8 @@ static void wait_done(void *ctx, int ok, const char *p, size_t n) {
         }
         free(reply);
         free(err);
+    } else if (task) {
+        consume_task_done(v->h, task, CONSUME_DROPPED, NULL);
     }
     handler_drained(v); /* a retired version closes with its last waiter */
 }

@@ -51,6 +51,11 @@ void hubmod_wait_anchor(hwait *w, int co_ref);
  * dropped). */
 void hubmod_wait_call(hwait *w, uint64_t answer);
 
+/* Marks w as the wait of a consumer's on_event, delivery `task`
+ * (handler_consume.c): a timeout fails the delivery, the end of the
+ * coroutine finishes it, a dropped wait abandons it. */
+void hubmod_wait_task(hwait *w, uint64_t task);
+
 /* Forgets every coroutine of v waiting in hub.call (their replies will be
  * dropped). Called before v's state is closed: at unload or shutdown (a
  * reload retires a version with waiters instead, see handler_retire, and

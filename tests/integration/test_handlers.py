@@ -1153,8 +1153,9 @@ def test_hub_handlers_fields(start):
     r = s.client()
     h = handlers(r)["c"]
     assert set(h) == {"name", "version", "state", "file", "loaded_at", "events", "calls", "errors", "dropped",
-                      "queued", "timers", "used_memory", "draining", "last_error", "subscribe", "group", "listen"}
-    assert h["draining"] == 0 and h["group"] is None
+                      "queued", "timers", "used_memory", "draining", "last_error", "subscribe", "group", "listen",
+                      "consume"}
+    assert h["draining"] == 0 and h["group"] is None and h["consume"] is None
     assert h["file"].endswith("/c.lua")
     assert abs(h["loaded_at"] - time.time() * 1000) < 60000
     assert h["last_error"] is None

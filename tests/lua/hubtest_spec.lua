@@ -625,3 +625,81 @@ return { listen = { "svc" }, on_call = function() return "mine" end,
     assert.are.equal(0, h.errors)
   end)
 end)
+
+describe("a consume handler (durable consumer)", function()
+  local src = [[
+    local fails = {}
+    return {
+      consume = { stream = "orders", group = "g", max_deliveries = 3 },
+      on_event = function(ev)
+        if ev.fields.fail then error("boom " .. ev.entry) end
+        fails[#fails + 1] = ev.deliveries
+      end,
+    }
+  ]]
+
+  it("acknowledges an entry when on_event returns, with name/data/fields", function()
+    local seen
+    local h = load_src([[
+      return { consume = { stream = "s", group = "g" }, on_event = function(ev) SEEN(ev) end }
+    ]])
+    h.handler.on_event = function(ev) seen = ev end
+    assert.is_true(h:entry("5-1", { name = "n", data = "d", x = "y" }))
+    assert.are.same({ stream = "s", entry = "5-1", name = "n", data = "d", fields = { name = "n", data = "d", x = "y" },
+      deliveries = 1, time = 5 }, seen)
+    assert.is_true(h:entry("6-0", { x = "y" }))
+    assert.is_nil(seen.name)
+  end)
+
+  it("leaves a failed entry pending, counts deliveries and dead-letters at max_deliveries", function()
+    local h = load_src(src)
+    local ok, err = h:entry("1-0", { fail = "1" })
+    assert.is_false(ok)
+    assert.matches("boom 1%-0", err)
+    assert.is_false((h:entry("1-0", { fail = "1" })))
+    local ok3, _, where = h:entry("1-0", { fail = "1", data = "x" })
+    assert.is_false(ok3)
+    assert.are.equal("dead", where)
+    local dead = h:take_dead()
+    assert.are.equal("3", dead[1].deliveries)
+    assert.are.equal("1-0", dead[1].entry)
+    assert.are.equal("x", dead[1].data)
+    assert.matches("boom", dead[1].error)
+    assert.are.equal(3, h.errors)
+    -- a new delivery of the same id starts again at 1
+    assert.is_true(h:entry("2-0", {}))
+  end)
+
+  it("keeps delivery counts across a reload (the group outlives versions)", function()
+    local h = load_src(src)
+    assert.is_false((h:entry("1-0", { fail = "1" })))
+    h = h:reload()
+    assert.is_false((h:entry("1-0", { fail = "1" })))
+    local _, _, where = h:entry("1-0", { fail = "1" })
+    assert.are.equal("dead", where)
+  end)
+
+  it("fails a delivery whose hub.call timed out", function()
+    local h = load_src([[
+      local hub = require("hub")
+      return { consume = { stream = "s", group = "g" },
+        on_event = function(ev) hub.call("svc", "x") end }
+    ]], { calls = { svc = function() return nil, "timeout: no reply from 'svc' within 10 ms" end } })
+    local ok, err = h:entry("1-0", {})
+    assert.is_false(ok)
+    assert.matches("^timeout:", err)
+  end)
+
+  it("validates the consume key like the hub", function()
+    error_matches(function() load_src('return { consume = { stream = "s", group = "g" } }') end,
+      "'consume' without 'on_event'")
+    error_matches(function() load_src('return { consume = { stream = "s" }, on_event = print }') end,
+      "'consume' needs 'group'")
+    error_matches(function()
+      load_src('return { consume = { stream = "s", group = "g", retry_ms = -1 }, on_event = print }')
+    end, "'consume.retry_ms' must be an integer from 0 to 3600000")
+    error_matches(function()
+      load_src('return { consume = { stream = "s", group = "g" }, subscribe = { "a" }, on_event = print }')
+    end, "'consume' with 'subscribe'")
+  end)
+end)
