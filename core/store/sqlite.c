@@ -20,8 +20,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "base/log.h"
@@ -132,7 +134,7 @@ struct store {
     char *path, *wal_path;
     sqlite3 *wdb, *rdb;
     sqlite3_stmt *stmts[OP_COUNT][MAX_STMTS];
-    sqlite3_stmt *add_many; /* ENTRY_RUN rows of OP_ENTRY_ADD in one statement */
+    sqlite3_stmt *runs[3]; /* run_ops' statements (RUN records each) */
     ev_prepare prepare_w;
     ev_async async_w;
     pthread_t writer, reader;
@@ -360,46 +362,81 @@ static int bind_rec(sqlite3_stmt *st, const rec *r) {
     return rc;
 }
 
-/* Consecutive appends are written ENTRY_RUN rows per statement: one VDBE
- * program run per run instead of per row (appends are most of what a busy
- * stream writes). */
-#define ENTRY_RUN 32
+/* Consecutive records of one kind that a busy stream writes in bulk
+ * (appends; a consumer group's deliveries and acks) are written RUN rows per
+ * statement: one VDBE program run per RUN records instead of per record. */
+#define RUN 32
 
-/* The statement inserting ENTRY_RUN entries, parameters 5 per row in the
- * order (sid, ms, seq, fields, sum). */
-static char *add_many_sql(void) {
-    static const char head[] = "INSERT OR REPLACE INTO entries(sid, ms, seq, fields, sum) VALUES";
-    static const char row[] = "(?,?,?,?,?),";
-    char *sql = malloc(sizeof head + ENTRY_RUN * (sizeof row - 1) + 1);
+/* The operations written in runs, and each one's statement: a head, a
+ * tuple of `cols` parameters repeated RUN times (comma-separated), a tail. */
+static const struct run_op {
+    int op, cols;
+    const char *head, *tuple, *tail;
+} run_ops[] = {
+    {OP_ENTRY_ADD, 5, "INSERT OR REPLACE INTO entries(sid, ms, seq, fields, sum) VALUES", "(?,?,?,?,?)", ""},
+    {OP_PENDING_PUT, 7,
+     "INSERT OR REPLACE INTO pending(sid, grp, ms, seq, consumer, deliveries, delivery_ms) VALUES", "(?,?,?,?,?,?,?)",
+     ""},
+    {OP_PENDING_DEL, 4, "DELETE FROM pending WHERE (sid, grp, ms, seq) IN (VALUES", "(?,?,?,?)", ")"},
+};
+#define NRUN_OPS (int)(sizeof run_ops / sizeof run_ops[0])
+_Static_assert(sizeof run_ops / sizeof run_ops[0] == sizeof((store *)0)->runs / sizeof(sqlite3_stmt *),
+               "one prepared statement per run_ops entry");
+
+/* The SQL of run_ops[k] (malloc'd), or NULL. */
+static char *run_sql(int k) {
+    const struct run_op *o = &run_ops[k];
+    size_t tl = strlen(o->tuple) + 1, n = strlen(o->head) + RUN * tl + strlen(o->tail) + 2;
+    char *sql = malloc(n);
     if (!sql) return NULL;
-    char *p = sql + sprintf(sql, "%s", head);
-    for (int i = 0; i < ENTRY_RUN; i++) p += sprintf(p, "%s", row);
-    p[-1] = '\0'; /* the last comma */
+    char *p = sql + sprintf(sql, "%s", o->head);
+    for (int i = 0; i < RUN; i++) p += sprintf(p, "%s%s", i ? "," : "", o->tuple);
+    sprintf(p, "%s", o->tail);
     return sql;
 }
 
-/* Writes ENTRY_RUN consecutive OP_ENTRY_ADD records starting at r. */
-static int apply_run(store *s, const rec *r) {
-    sqlite3_stmt *st = s->add_many;
-    int rc = SQLITE_OK;
-    for (int i = 0; i < ENTRY_RUN && rc == SQLITE_OK; i++, r = r->next) {
-        int p = 5 * i;
-        rc = sqlite3_bind_int64(st, p + 1, (int64_t)r->sid);
+/* Binds record r as tuple i of run_ops[k]'s statement, in the columns'
+ * order of its tuple. */
+static int bind_tuple(sqlite3_stmt *st, int k, int i, const rec *r) {
+    int p = run_ops[k].cols * i, rc;
+    rc = sqlite3_bind_int64(st, p + 1, (int64_t)r->sid);
+    if (run_ops[k].op == OP_ENTRY_ADD) {
         if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, p + 2, id_col(r->id.ms));
         if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, p + 3, id_col(r->id.seq));
         if (rc == SQLITE_OK) rc = sqlite3_bind_blob(st, p + 4, r->a, (int)r->alen, SQLITE_STATIC);
         if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, p + 5, (int64_t)entry_sum(r->sid, r->id, r->a, r->alen));
+        return rc;
     }
+    if (rc == SQLITE_OK) rc = sqlite3_bind_blob(st, p + 2, r->a, (int)r->alen, SQLITE_STATIC);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, p + 3, id_col(r->id.ms));
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, p + 4, id_col(r->id.seq));
+    if (run_ops[k].op == OP_PENDING_PUT) {
+        if (rc == SQLITE_OK) rc = sqlite3_bind_blob(st, p + 5, r->b, (int)r->blen, SQLITE_STATIC);
+        if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, p + 6, r->i[0]);
+        if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, p + 7, r->i[1]);
+    }
+    return rc;
+}
+
+/* The run_ops index whose run starts at r (r and the RUN - 1 records after
+ * it all of that kind), or -1. */
+static int run_at(const store *s, const rec *r) {
+    int k = 0;
+    while (k < NRUN_OPS && run_ops[k].op != r->op) k++;
+    if (k == NRUN_OPS || !s->runs[k]) return -1;
+    for (int i = 0; i < RUN; i++, r = r->next)
+        if (!r || r->op != run_ops[k].op) return -1;
+    return k;
+}
+
+/* Writes the run of run_ops[k] starting at r. */
+static int apply_run(store *s, int k, const rec *r) {
+    sqlite3_stmt *st = s->runs[k];
+    int rc = SQLITE_OK;
+    for (int i = 0; i < RUN && rc == SQLITE_OK; i++, r = r->next) rc = bind_tuple(st, k, i, r);
     if (rc == SQLITE_OK) rc = sqlite3_step(st);
     sqlite3_reset(st);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
-
-/* 1 if r and the ENTRY_RUN - 1 records after it are all appends. */
-static int is_run(const rec *r) {
-    for (int i = 0; i < ENTRY_RUN; i++, r = r->next)
-        if (!r || r->op != OP_ENTRY_ADD) return 0;
-    return 1;
 }
 
 /* Runs one record's statements; an SQLite result code. */
@@ -421,9 +458,10 @@ static int commit_batches(store *s, batch *list, char **why) {
     int rc = sqlite3_exec(s->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     for (batch *b = list; b && rc == SQLITE_OK; b = b->next)
         for (rec *r = b->head; r && rc == SQLITE_OK; r = r->next) {
-            if (s->add_many && r->op == OP_ENTRY_ADD && is_run(r)) {
-                rc = apply_run(s, r);
-                for (int i = 1; i < ENTRY_RUN; i++) r = r->next;
+            int k = run_at(s, r);
+            if (k >= 0) {
+                rc = apply_run(s, k, r);
+                for (int i = 1; i < RUN; i++) r = r->next;
             } else {
                 rc = apply_rec(s, r);
             }
@@ -456,8 +494,23 @@ static uint64_t file_size(const char *path) {
 /* The writer: sleeps until batches are queued, takes them all and commits
  * them as one transaction; after a failure, probes once a second until a
  * write succeeds again. */
+/* How much lower than the loop the store's threads run (a nice value): on a
+ * busy machine the scheduler then gives the event loop the CPU first, so a
+ * stream written at full speed costs pub/sub clients less latency; the
+ * writer still gets every idle cycle, and its batches only grow (group
+ * commit) while it waits. */
+#define STORE_THREAD_NICE 5
+
+/* Lowers the calling thread's priority (Linux: nice is per thread). */
+static void lower_priority(void) {
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, (id_t)gettid());
+    if (errno == 0) setpriority(PRIO_PROCESS, (id_t)gettid(), cur + STORE_THREAD_NICE);
+}
+
 static void *writer_main(void *arg) {
     store *s = arg;
+    lower_priority();
     pthread_mutex_lock(&s->mu);
     for (;;) {
         if (s->paused) {
@@ -633,6 +686,7 @@ static void free_read(read_req *r) {
 
 static void *reader_main(void *arg) {
     store *s = arg;
+    lower_priority();
     pthread_mutex_lock(&s->mu);
     for (;;) {
         if (!s->rq) {
@@ -881,13 +935,15 @@ store *store_open(struct ev_loop *loop, const char *dir, int durability, const s
                 set_err(err, "cannot prepare the store's statements in %s: %s", s->path, sqlite3_errmsg(s->wdb));
                 goto fail;
             }
-    char *many = add_many_sql();
-    if (!many || sqlite3_prepare_v3(s->wdb, many, -1, SQLITE_PREPARE_PERSISTENT, &s->add_many, NULL) != SQLITE_OK) {
-        free(many);
-        set_err(err, "cannot prepare the store's statements in %s: %s", s->path, sqlite3_errmsg(s->wdb));
-        goto fail;
+    for (int k = 0; k < NRUN_OPS; k++) {
+        char *sql = run_sql(k);
+        int rc = sql ? sqlite3_prepare_v3(s->wdb, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->runs[k], NULL) : SQLITE_NOMEM;
+        free(sql);
+        if (rc != SQLITE_OK) {
+            set_err(err, "cannot prepare the store's statements in %s: %s", s->path, sqlite3_errmsg(s->wdb));
+            goto fail;
+        }
     }
-    free(many);
     s->rdb = open_db(s->path, SQLITE_OPEN_READONLY, durability, err);
     if (!s->rdb) goto fail;
     s->stats.db_bytes = file_size(s->path) + file_size(s->wal_path);
@@ -952,7 +1008,7 @@ void store_close(store *s) {
     }
     for (int op = 0; op < OP_COUNT; op++)
         for (int k = 0; k < MAX_STMTS; k++) sqlite3_finalize(s->stmts[op][k]);
-    sqlite3_finalize(s->add_many);
+    for (int k = 0; k < NRUN_OPS; k++) sqlite3_finalize(s->runs[k]);
     sqlite3_close(s->rdb);
     sqlite3_close(s->wdb);
     pthread_mutex_destroy(&s->mu);

@@ -409,6 +409,21 @@ TEST(appends_in_runs_and_one_row_write_per_stream_load_back_exactly) {
     int entries = 0;
     for (int i = 0; i < l->n; i++) entries += strncmp(l->lines[i], "entry 1 ", 8) == 0;
     CHECK(entries == 70);
+    /* a group's deliveries and acks go in runs too: 40 pending entries in one
+     * batch (a run and 8 singles), then 35 acks in the next (a run and 3) */
+    store_group_put(s, 1, "g", 1, sid_(1040, 0), 40);
+    for (uint64_t i = 1; i <= 40; i++) store_pending_put(s, 1, "g", 1, sid_(1000 + i, 0), i % 2 ? "c1" : "c2", 2, i, 500 + i);
+    CHECK(flush(loop, s));
+    CHECK(sql_int(dir, "SELECT count(*) FROM pending") == 40);
+    for (uint64_t i = 1; i <= 35; i++) store_pending_del(s, 1, "g", 1, sid_(1000 + i, 0));
+    CHECK(flush(loop, s));
+    memset(l, 0, sizeof *l);
+    CHECK(load(s, l, 1 << 20) == 0);
+    int pend = 0;
+    for (int i = 0; i < l->n; i++) pend += strncmp(l->lines[i], "pending 1 g ", 12) == 0;
+    CHECK(pend == 5);
+    CHECK(has_line(l, "pending 1 g 1036-0 c2 36 536") && has_line(l, "pending 1 g 1040-0 c2 40 540") &&
+          !has_line(l, "pending 1 g 1035-0 c1 35 535"));
     if (unit_cur_failed) dump(l);
     free(l);
     store_close(s);
