@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import Error, flat_to_dict, IS_HUB
+from conftest import Error, IS_HUB, RawClient, flat_to_dict, free_port
 from hostile import STALL_BOUND, Watchdog
 
 hub_only = pytest.mark.hub_only
@@ -100,3 +100,26 @@ def test_xdel_of_several_cold_ids_deletes_each_once(server_factory, tmp_path):
     assert c.call("XDEL", "s", "100-1", "200-1", "300-1", "400-1") == 1
     assert c.call("PING") == b"PONG"  # no second reply queued behind the first
     assert c.call("XINFO", "STREAM", "s")[1] == 19996
+
+
+@hub_only
+def test_a_second_hub_on_the_same_dir_refuses_and_loses_nothing(server_factory, spawn, tmp_path):
+    d = str(tmp_path / "data")
+    a = server_factory(config={"dir": d})
+    ca = a.raw()
+    assert ca.call("XADD", "a", "1-1", "x", "1") == b"1-1"
+    port = free_port()
+    b = spawn(["--port", port, "--bind", "127.0.0.1", "--dir", d, "--handlers", str(tmp_path)])
+    rc = b.wait(10)
+    if rc is None:  # it started: show the harm a second writer does
+        rb = RawClient(port)
+        rb.call("XADD", "b", "1-1", "y", "2")
+        rb.close()
+    assert rc not in (None, 0), "second hub on the same dir started"
+    assert "in use by another luahub" in b.output()
+    assert ca.call("XADD", "a2", "1-1", "x", "1") == b"1-1"
+    a.stop()
+    a = server_factory(config={"dir": d})
+    ca = a.raw()
+    assert sorted(ca.call("KEYS", "*")) == [b"a", b"a2"]
+    assert ca.call("XRANGE", "a", "-", "+") == [[b"1-1", [b"x", b"1"]]]
