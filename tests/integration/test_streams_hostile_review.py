@@ -123,3 +123,22 @@ def test_a_second_hub_on_the_same_dir_refuses_and_loses_nothing(server_factory, 
     ca = a.raw()
     assert sorted(ca.call("KEYS", "*")) == [b"a", b"a2"]
     assert ca.call("XRANGE", "a", "-", "+") == [[b"1-1", [b"x", b"1"]]]
+
+
+@hub_only
+@pytest.mark.xfail(strict=True, reason="each cold id of XDEL/XCLAIM is its own reader-thread read, and the "
+                   "parked command runs again from the start after each one, scanning the client's list of "
+                   "reads per id: O(n^2) loop work per wake and n wakes (8000 ids: minutes). Needs one "
+                   "batched lookup of every cold id (or an index of the client's reads)")
+def test_xdel_with_thousands_of_cold_ids_answers_without_stalling(server_factory, tmp_path):
+    srv = server_factory(config=small_cache(tmp_path))
+    c = srv.raw()
+    xadd_ids(c, b"s", range(1, 20001))
+    with Watchdog(srv, grace=5) as wd:
+        c.send_command("XDEL", "s", *["%d-1" % i for i in range(1, 8001)])
+        try:
+            got = c.read_reply(timeout=15)
+        except Exception as e:  # noqa: BLE001 -- the assertion below names it
+            got = e
+    assert got == 8000, got
+    wd.check(max_stall=STALL_BOUND)
