@@ -771,10 +771,10 @@ void cmd_xdel(conn *c, int argc, const hstr *argv) {
     if (!writable(c)) goto out;
     /* an id given twice is deleted once */
     qsort(ids, (size_t)n, sizeof *ids, id_order);
-    int u = 0;
+    size_t u = 0;
     for (int j = 0; j < n; j++)
         if (!u || streamid_cmp(ids[u - 1], ids[j])) ids[u++] = ids[j];
-    n = u;
+    n = (int)u;
     /* first learn which exist (may park: nothing is deleted before every
      * cold lookup is answered, since a delete starts a new cold version),
      * then delete */
@@ -782,7 +782,7 @@ void cmd_xdel(conn *c, int argc, const hstr *argv) {
         found f;
         if (!stream_hot_get(s, ids[j]) && lookup_entry_ex(c, argc, argv, s, ids[j], &f, 1) < 0) goto out;
     }
-    char *exists = calloc((size_t)n, 1);
+    char *exists = calloc(u, 1);
     if (!exists) {
         reply_error(c, "ERR out of memory");
         goto out;
