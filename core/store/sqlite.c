@@ -860,6 +860,8 @@ static int lock_dir(store *s, const char *dir, char **err) {
     int rc = s->lock_fd < 0 ? -1 : flock(s->lock_fd, LOCK_EX | LOCK_NB);
     if (rc != 0 && errno == EWOULDBLOCK)
         set_err(err, "the store in %s is in use by another luahub (%s is locked)", dir, path);
+    else if (rc != 0 && (errno == EROFS || errno == EACCES || errno == EPERM))
+        set_err(err, "the store directory %s is not writable: %s", dir, strerror(errno));
     else if (rc != 0)
         set_err(err, "cannot lock the store's %s: %s", path, strerror(errno));
     free(path);
