@@ -278,8 +278,10 @@ typedef struct found {
 } found;
 
 /* Finds entry id of s: 1 found (*out), 0 absent, -1 not known yet (c is
- * parked for a cold read: return at once), -2 error replied. */
-static int lookup_entry(conn *c, int argc, const hstr *argv, stream *s, streamid id, found *out) {
+ * parked for a cold read: return at once), -2 error replied. A corrupt
+ * stored entry is an error, or found with out->f NULL if corrupt_ok (XDEL
+ * must be able to remove it). */
+static int lookup_entry_ex(conn *c, int argc, const hstr *argv, stream *s, streamid id, found *out, int corrupt_ok) {
     sentry *e = stream_hot_get(s, id);
     if (e) {
         out->f = e->f;
@@ -294,6 +296,11 @@ static int lookup_entry(conn *c, int argc, const hstr *argv, stream *s, streamid
         return -2;
     }
     if (r.n == 1 && streamid_cmp(r.rows[0].id, id) == 0) {
+        if ((r.rows[0].corrupt || !r.rows[0].fields) && corrupt_ok) {
+            out->f = NULL;
+            out->flen = 0;
+            return 1;
+        }
         if (r.rows[0].corrupt || !r.rows[0].fields) {
             char b[48];
             streamid_fmt(id, b);
@@ -305,6 +312,10 @@ static int lookup_entry(conn *c, int argc, const hstr *argv, stream *s, streamid
         return 1;
     }
     return 0;
+}
+
+static int lookup_entry(conn *c, int argc, const hstr *argv, stream *s, streamid id, found *out) {
+    return lookup_entry_ex(c, argc, argv, s, id, out, 0);
 }
 
 /* A range of entries as one list: the cold rows (if any) and the hot part. */
@@ -738,6 +749,10 @@ void cmd_xrevrange(conn *c, int argc, const hstr *argv) {
     xrange(c, argc, argv, 1);
 }
 
+static int id_order(const void *a, const void *b) {
+    return streamid_cmp(*(const streamid *)a, *(const streamid *)b);
+}
+
 void cmd_xdel(conn *c, int argc, const hstr *argv) {
     streams *m = model(c);
     stream *s = streams_find(m, argv[1].p, argv[1].len);
@@ -754,24 +769,38 @@ void cmd_xdel(conn *c, int argc, const hstr *argv) {
     for (int j = 0; j < n; j++)
         if (parse_strict_id(c, &argv[j + 2], 0, &ids[j]) < 0) goto out;
     if (!writable(c)) goto out;
-    /* first learn which exist (may park), then delete */
+    /* an id given twice is deleted once */
+    qsort(ids, (size_t)n, sizeof *ids, id_order);
+    size_t u = 0;
+    for (int j = 0; j < n; j++)
+        if (!u || streamid_cmp(ids[u - 1], ids[j])) ids[u++] = ids[j];
+    n = (int)u;
+    /* first learn which exist (may park: nothing is deleted before every
+     * cold lookup is answered, since a delete starts a new cold version),
+     * then delete */
     for (int j = 0; j < n; j++) {
         found f;
-        if (!stream_hot_get(s, ids[j]) && stream_range_cold(s, ids[j], ids[j])) {
-            int rc = lookup_entry(c, argc, argv, s, ids[j], &f);
-            if (rc < 0) goto out;
-        }
+        if (!stream_hot_get(s, ids[j]) && lookup_entry_ex(c, argc, argv, s, ids[j], &f, 1) < 0) goto out;
+    }
+    char *exists = calloc(u, 1);
+    if (!exists) {
+        reply_error(c, "ERR out of memory");
+        goto out;
+    }
+    for (int j = 0; j < n; j++) {
+        found f;
+        exists[j] = stream_hot_get(s, ids[j]) ? 2 : lookup_entry_ex(c, argc, argv, s, ids[j], &f, 1) == 1;
     }
     uint64_t w0 = streams_writes(m);
     long long deleted = 0;
     for (int j = 0; j < n; j++) {
-        found f;
         int hot = stream_hot_get(s, ids[j]) != NULL;
-        if (hot || lookup_entry(c, argc, argv, s, ids[j], &f) == 1) {
+        if (hot || exists[j] == 1) {
             stream_delete_entry(m, s, ids[j], hot);
             deleted++;
         }
     }
+    free(exists);
     reply_int(c, deleted);
     done(c);
     gate_if_written(c, 0, w0);
@@ -1796,28 +1825,28 @@ void info_streams_sections(hub *h, textbuf *b, int persistence, int streams_sec)
         store_stats ss;
         store_get_stats(st, &ss);
         textbuf_printf(b,
-                         "# Persistence\r\nstore_engine:sqlite\r\nstore_dir:%s\r\nstore_durability:%s\r\n"
-                         "store_ok:%d\r\nstore_error:%s\r\nstore_seq:%llu\r\nstore_committed_seq:%llu\r\n"
-                         "store_commits:%llu\r\nstore_batches:%llu\r\nstore_records:%llu\r\nstore_failures:%llu\r\n"
-                         "store_corrupt_entries:%llu\r\nstore_cold_reads:%llu\r\nstore_last_commit_ms:%.3f\r\n"
-                         "store_db_bytes:%llu\r\n\r\n",
-                         h->cfg.dir, h->cfg.durability, store_ok(st), store_error(st) ? store_error(st) : "",
-                         (unsigned long long)store_seq(st), (unsigned long long)store_committed(st),
-                         (unsigned long long)ss.commits, (unsigned long long)ss.batches, (unsigned long long)ss.records,
-                         (unsigned long long)ss.failures, (unsigned long long)ss.corrupt_entries,
-                         (unsigned long long)ss.reads, ss.last_commit_ms, (unsigned long long)ss.db_bytes);
+                       "# Persistence\r\nstore_engine:sqlite\r\nstore_dir:%s\r\nstore_durability:%s\r\n"
+                       "store_ok:%d\r\nstore_error:%s\r\nstore_seq:%llu\r\nstore_committed_seq:%llu\r\n"
+                       "store_commits:%llu\r\nstore_batches:%llu\r\nstore_records:%llu\r\nstore_failures:%llu\r\n"
+                       "store_corrupt_entries:%llu\r\nstore_cold_reads:%llu\r\nstore_last_commit_ms:%.3f\r\n"
+                       "store_db_bytes:%llu\r\n\r\n",
+                       h->cfg.dir, h->cfg.durability, store_ok(st), store_error(st) ? store_error(st) : "",
+                       (unsigned long long)store_seq(st), (unsigned long long)store_committed(st),
+                       (unsigned long long)ss.commits, (unsigned long long)ss.batches, (unsigned long long)ss.records,
+                       (unsigned long long)ss.failures, (unsigned long long)ss.corrupt_entries,
+                       (unsigned long long)ss.reads, ss.last_commit_ms, (unsigned long long)ss.db_bytes);
     }
     if (streams_sec) {
         streams_info si;
         streams_get_info(h->streams, &si);
         textbuf_printf(b,
-                         "# Streams\r\nstreams:%zu\r\nstream_groups:%zu\r\nstream_entries_in_memory:%llu\r\n"
-                         "stream_entries_stored:%llu\r\nstream_window_bytes:%zu\r\nstream_cache_memory:%zu\r\n"
-                         "stream_entries_evicted:%llu\r\nstream_cold_reads:%llu\r\nstream_pending:%llu\r\n"
-                         "stream_blocked_readers:%zu\r\n\r\n",
-                         si.streams, si.groups, (unsigned long long)si.entries_memory,
-                         (unsigned long long)si.entries_stored, si.window_bytes, si.window_limit,
-                         (unsigned long long)si.evicted, (unsigned long long)si.cold_reads,
-                         (unsigned long long)si.pending, nblocked);
+                       "# Streams\r\nstreams:%zu\r\nstream_groups:%zu\r\nstream_entries_in_memory:%llu\r\n"
+                       "stream_entries_stored:%llu\r\nstream_window_bytes:%zu\r\nstream_cache_memory:%zu\r\n"
+                       "stream_entries_evicted:%llu\r\nstream_cold_reads:%llu\r\nstream_pending:%llu\r\n"
+                       "stream_blocked_readers:%zu\r\n\r\n",
+                       si.streams, si.groups, (unsigned long long)si.entries_memory,
+                       (unsigned long long)si.entries_stored, si.window_bytes, si.window_limit,
+                       (unsigned long long)si.evicted, (unsigned long long)si.cold_reads,
+                       (unsigned long long)si.pending, nblocked);
     }
 }

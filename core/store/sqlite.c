@@ -14,12 +14,14 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -132,6 +134,7 @@ struct store {
     struct ev_loop *loop;
     store_callbacks cb;
     char *path, *wal_path;
+    int lock_fd; /* <dir>/luahub.lock, flock'ed: one hub per directory */
     sqlite3 *wdb, *rdb;
     sqlite3_stmt *stmts[OP_COUNT][MAX_STMTS];
     sqlite3_stmt *runs[3]; /* run_ops' statements (RUN records each) */
@@ -897,6 +900,27 @@ static sqlite3 *open_db(const char *path, int flags, int durability, char **err)
     return db;
 }
 
+/* Takes <dir>/luahub.lock (flock, released when the process ends, even by
+ * kill -9). A second hub on the same directory would pick the same stream
+ * numbers and overwrite the first one's committed rows: it must refuse. */
+static int lock_dir(store *s, const char *dir, char **err) {
+    char *path;
+    if (asprintf(&path, "%s/luahub.lock", dir) < 0) {
+        set_err(err, "cannot open the store in %s: %s", dir, "out of memory");
+        return -1;
+    }
+    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int rc = s->lock_fd < 0 ? -1 : flock(s->lock_fd, LOCK_EX | LOCK_NB);
+    if (rc != 0 && errno == EWOULDBLOCK)
+        set_err(err, "the store in %s is in use by another luahub (%s is locked)", dir, path);
+    else if (rc != 0 && (errno == EROFS || errno == EACCES || errno == EPERM))
+        set_err(err, "the store directory %s is not writable: %s", dir, strerror(errno));
+    else if (rc != 0)
+        set_err(err, "cannot lock the store's %s: %s", path, strerror(errno));
+    free(path);
+    return rc;
+}
+
 store *store_open(struct ev_loop *loop, const char *dir, int durability, const store_callbacks *cb, char **err) {
     if (err) *err = NULL;
     if (mkdir_p(dir) != 0) {
@@ -913,6 +937,7 @@ store *store_open(struct ev_loop *loop, const char *dir, int durability, const s
         return NULL;
     }
     s->loop = loop;
+    s->lock_fd = -1;
     if (cb) s->cb = *cb;
     s->cur_tail = &s->cur_head;
     s->seq = 1;
@@ -926,6 +951,7 @@ store *store_open(struct ev_loop *loop, const char *dir, int durability, const s
     pthread_cond_init(&s->idle, NULL);
     pthread_cond_init(&s->rcond, NULL);
 
+    if (lock_dir(s, dir, err) != 0) goto fail;
     s->wdb = open_db(s->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, durability, err);
     if (!s->wdb || store_schema_migrate(s->wdb, s->path, err) != 0) goto fail;
     for (int op = 0; op < OP_COUNT; op++)
@@ -1017,6 +1043,7 @@ void store_close(store *s) {
     pthread_cond_destroy(&s->rcond);
     free(s->error);
     free(s->down_why);
+    if (s->lock_fd >= 0) close(s->lock_fd);
     free(s->path);
     free(s->wal_path);
     free(s);
@@ -1050,7 +1077,8 @@ size_t store_backlog_bytes(const store *s) {
  * a stream of appends. */
 void store_stream_put(store *s, uint64_t sid, const char *key, size_t klen, const store_stream_meta *m) {
     rec *p = s->last_put;
-    if (p && p->sid == sid && p->alen == klen && memcmp(p->a, key, klen) == 0 && (p->b != NULL) == (m->capture != NULL) &&
+    if (p && p->sid == sid && p->alen == klen && memcmp(p->a, key, klen) == 0 &&
+        (p->b != NULL) == (m->capture != NULL) &&
         (!p->b || (p->blen == m->capture_len && memcmp(p->b, m->capture, p->blen) == 0))) {
         *p->meta = *m;
         p->meta->capture = NULL;

@@ -1021,7 +1021,12 @@ static int load_entry(void *ctx, uint64_t sid, const store_row *row) {
     stream *s = by_sid(m, sid);
     if (!s) return -1;
     if (row->corrupt || !row->fields || stream_fields_each(row->fields, row->flen, NULL, NULL) < 0) {
-        /* never served as good: it stays on disk, and reads of it go cold (and get the error) */
+        /* never served as good: it stays on disk, and reads of it go cold (and get the error);
+         * the window must start after it, or a range over it would skip it silently */
+        for (size_t i = s->whead; i < s->wlen; i++) win_drop(m, s, i);
+        s->whead = s->wlen = 0;
+        s->cold_below = row->id;
+        streamid_incr(&s->cold_below);
         return 0;
     }
     if (s->hot && streamid_cmp(row->id, s->win[s->wlen - 1].id) <= 0) return 0;
@@ -1114,8 +1119,7 @@ sdedup *stream_dedup_find(stream *s, const char *msgid, size_t mlen) {
     return d;
 }
 
-int stream_dedup_put(streams *m, stream *s, const char *msgid, size_t mlen, streamid id, int64_t time_ms,
-                     size_t max) {
+int stream_dedup_put(streams *m, stream *s, const char *msgid, size_t mlen, streamid id, int64_t time_ms, size_t max) {
     sdedup *old = stream_dedup_find(s, msgid, mlen);
     if (old) dedup_unlink(s, old);
     /* time order is what expiry relies on: a clock step back keeps the last time */
