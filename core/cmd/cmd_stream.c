@@ -318,6 +318,15 @@ static int lookup_entry(conn *c, int argc, const hstr *argv, stream *s, streamid
     return lookup_entry_ex(c, argc, argv, s, id, out, 0);
 }
 
+/* Asks for entry id of s from the store unless it is in memory, known
+ * absent, or already read for c: 1 if c must wait for it. Commands that look
+ * up many ids ask for all of them in one pass and park once (lookup_entry
+ * parks at the first one it lacks), so n cold ids cost one wait, not n. */
+static int cold_pending(conn *c, stream *s, streamid id) {
+    cold_rows r;
+    return !stream_hot_get(s, id) && stream_range_cold(s, id, id) && !stream_cold(model(c), s, id, id, 1, 0, c, &r);
+}
+
 /* A range of entries as one list: the cold rows (if any) and the hot part. */
 typedef struct range {
     stream *s;
@@ -775,12 +784,14 @@ void cmd_xdel(conn *c, int argc, const hstr *argv) {
     for (int j = 0; j < n; j++)
         if (!u || streamid_cmp(ids[u - 1], ids[j])) ids[u++] = ids[j];
     n = (int)u;
-    /* first learn which exist (may park: nothing is deleted before every
-     * cold lookup is answered, since a delete starts a new cold version),
-     * then delete */
-    for (int j = 0; j < n; j++) {
-        found f;
-        if (!stream_hot_get(s, ids[j]) && lookup_entry_ex(c, argc, argv, s, ids[j], &f, 1) < 0) goto out;
+    /* first learn which exist: every cold lookup is asked for in one pass
+     * and the command parks once until they are all answered (nothing is
+     * deleted before, since a delete starts a new cold version), then delete */
+    int asked = 0;
+    for (int j = 0; j < n; j++) asked |= cold_pending(c, s, ids[j]);
+    if (asked) {
+        park_cold(c, argc, argv);
+        goto out;
     }
     char *exists = calloc(u, 1);
     if (!exists) {
@@ -1442,7 +1453,17 @@ void cmd_xclaim(conn *c, int argc, const hstr *argv) {
         }
     }
     if (!writable(c)) return;
-    /* learn which entries exist (may park) before changing anything */
+    /* learn which entries exist (may park, once for all) before changing anything */
+    int asked = 0;
+    for (j = 5; j <= last_id_arg; j++) {
+        streamid id;
+        streamid_parse(argv[j].p, argv[j].len, 0, 1, NULL, &id);
+        if (stream_pel_find(g, id) || force) asked |= cold_pending(c, s, id);
+    }
+    if (asked) {
+        park_cold(c, argc, argv);
+        return;
+    }
     for (j = 5; j <= last_id_arg; j++) {
         streamid id;
         streamid_parse(argv[j].p, argv[j].len, 0, 1, NULL, &id);

@@ -10,8 +10,21 @@
 #include "base/log.h"
 
 /* A finished or running cold read for one waiter. */
+/* What identifies a cold read: who asked, for what, against which version
+ * of the stream's cold part (all bytes set: it is a hash key). A commit
+ * waiter (no read yet) has only `waiter` set and rev = -1. */
+typedef struct cold_key {
+    void *waiter;
+    uint64_t sid, version;
+    streamid a, b, cold_below;
+    uint64_t count;
+    int64_t rev;
+} cold_key;
+
 typedef struct cold_req {
     struct cold_req *next;
+    UT_hash_handle hh; /* streams.cold_idx, by key */
+    cold_key key;
     streams *m;
     void *waiter;
     uint64_t sid, req;
@@ -32,7 +45,8 @@ struct streams {
     size_t cache_bytes, max_pending, wbytes;
     uint64_t committed;
     stream_wake_fn wake;
-    cold_req *cold;
+    cold_req *cold;     /* every cold read and commit waiter, newest first */
+    cold_req *cold_idx; /* the same, by key: a re-run finds its rows in O(1) */
     uint64_t evicted, cold_reads;
     uint64_t writes; /* records asked of the store: a command that changed it gates its reply */
     void (*free_hook)(void *ctx, stream *s);
@@ -203,7 +217,9 @@ static void stream_free(streams *m, stream *s) {
     free(s);
 }
 
+/* Frees a record already taken off m->cold (and off the index). */
 static void cold_free(cold_req *r) {
+    HASH_DEL(r->m->cold_idx, r);
     free(r->rows);
     free(r->err);
     free(r);
@@ -617,13 +633,29 @@ static void cold_done(void *ctx, const store_row *rows, size_t n, const char *er
     m->wake(r->waiter);
 }
 
+/* Adds r (its key set) to m's list and index. */
+static void cold_link(streams *m, cold_req *r) {
+    r->m = m;
+    r->next = m->cold;
+    m->cold = r;
+    HASH_ADD(hh, m->cold_idx, key, sizeof(cold_key), r);
+}
+
 int stream_cold(streams *m, stream *s, streamid a, streamid b, size_t count, int rev, void *waiter, cold_rows *out) {
     memset(out, 0, sizeof *out);
-    for (cold_req *r = m->cold; r; r = r->next) {
-        if (r->waiter != waiter || r->sid != s->sid || streamid_cmp(r->a, a) || streamid_cmp(r->b, b) ||
-            r->count != count || r->rev != rev || streamid_cmp(r->cold_below, s->cold_below) ||
-            r->version != s->cold_version)
-            continue;
+    cold_key k;
+    memset(&k, 0, sizeof k);
+    k.waiter = waiter;
+    k.sid = s->sid;
+    k.version = s->cold_version;
+    k.a = a;
+    k.b = b;
+    k.cold_below = s->cold_below;
+    k.count = count;
+    k.rev = rev;
+    cold_req *r;
+    HASH_FIND(hh, m->cold_idx, &k, sizeof k, r);
+    if (r) {
         if (!r->done) return 0;
         out->rows = r->rows;
         out->n = r->n;
@@ -632,21 +664,33 @@ int stream_cold(streams *m, stream *s, streamid a, streamid b, size_t count, int
             out->err = "ERR the range holds too many stored entries for one reply: use COUNT";
         return 1;
     }
-    cold_req *r = calloc(1, sizeof *r);
-    if (!r) {
+    if (s->wseq > store_committed(m->st)) {
+        /* what the reader would see is not committed yet: wait for it
+         * (streams_committed wakes the waiter, which asks again), once */
+        cold_key w;
+        memset(&w, 0, sizeof w);
+        w.waiter = waiter;
+        w.rev = -1;
+        HASH_FIND(hh, m->cold_idx, &w, sizeof w, r);
+        if (r) {
+            if (r->wait_seq < s->wseq) r->wait_seq = s->wseq;
+            return 0;
+        }
+        if (!(r = calloc(1, sizeof *r))) {
+            out->err = "ERR out of memory reading stored entries";
+            return 1;
+        }
+        r->key = w;
+        r->waiter = waiter;
+        r->wait_seq = s->wseq;
+        cold_link(m, r);
+        return 0;
+    }
+    if (!(r = calloc(1, sizeof *r))) {
         out->err = "ERR out of memory reading stored entries";
         return 1;
     }
-    r->m = m;
-    if (s->wseq > store_committed(m->st)) {
-        /* what the reader would see is not committed yet: wait for it
-         * (streams_committed wakes the waiter, which asks again) */
-        r->waiter = waiter;
-        r->wait_seq = s->wseq;
-        r->next = m->cold;
-        m->cold = r;
-        return 0;
-    }
+    r->key = k;
     r->waiter = waiter;
     r->sid = s->sid;
     r->a = a;
@@ -656,14 +700,14 @@ int stream_cold(streams *m, stream *s, streamid a, streamid b, size_t count, int
     r->cold_below = s->cold_below;
     r->version = s->cold_version;
     size_t ask = count && count <= STREAM_COLD_MAX ? count : STREAM_COLD_MAX + 1;
+    r->m = m;
     r->req = store_read(m->st, s->sid, a, b, ask, rev, cold_done, r);
     if (!r->req) {
         free(r);
         out->err = "ERR out of memory reading stored entries";
         return 1;
     }
-    r->next = m->cold;
-    m->cold = r;
+    cold_link(m, r);
     return 0;
 }
 
