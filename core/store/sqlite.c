@@ -427,8 +427,9 @@ static int run_at(const store *s, const rec *r) {
     int k = 0;
     while (k < NRUN_OPS && run_ops[k].op != r->op) k++;
     if (k == NRUN_OPS || !s->runs[k]) return -1;
-    for (int i = 0; i < RUN; i++, r = r->next)
-        if (!r || r->op != run_ops[k].op) return -1;
+    const rec *x = r;
+    for (int i = 0; i < RUN; i++, x = x->next)
+        if (!x || x->op != run_ops[k].op) return -1;
     return k;
 }
 
