@@ -427,8 +427,8 @@ static int run_at(const store *s, const rec *r) {
     int k = 0;
     while (k < NRUN_OPS && run_ops[k].op != r->op) k++;
     if (k == NRUN_OPS || !s->runs[k]) return -1;
-    const rec *x = r;
-    for (int i = 0; i < RUN; i++, x = x->next)
+    const rec *x = r->next; /* r itself is of the kind: the RUN - 1 after it */
+    for (int i = 1; i < RUN; i++, x = x->next)
         if (!x || x->op != run_ops[k].op) return -1;
     return k;
 }
