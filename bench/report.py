@@ -20,6 +20,14 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def repo_relative(cmd):
+    """A server command line as the report shows it: paths inside the
+    repository relative to its root, so committed reports name no machine's
+    directories."""
+    return (cmd or "").replace(REPO + "/", "")
 METRIC_NAMES = {"p50_us": "p50", "p90_us": "p90", "p99_us": "p99", "p999_us": "p99.9", "max_us": "max"}
 LAT_FIELDS = ["p50_us", "p90_us", "p99_us", "p999_us", "max_us"]
 CSV_FIELDS = ["scenario", "metric", "title", "unit", "better", "applies", "luahub", "redis", "ratio",
@@ -274,7 +282,8 @@ def markdown(rows, defs, samples, errors, meta):
         if cells != ["—", "—"]:
             out.append("| %s | %s | %s |" % (d["id"], cells[0], cells[1]))
     out.append("")
-    out.append("Servers: luahub `%s`; redis `%s` (%s)." % (meta.get("hub_cmd"), meta.get("redis_cmd"),
+    out.append("Servers: luahub `%s`; redis `%s` (%s)." % (repo_relative(meta.get("hub_cmd")),
+                                                          repo_relative(meta.get("redis_cmd")),
                                                           meta.get("redis_version")))
     out.append("")
     return "\n".join(out)
