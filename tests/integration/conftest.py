@@ -18,6 +18,11 @@ Fixtures:
 
 Helpers: Server.raw() (exact-byte socket client), Server.client() (redis-py,
 RESP2), Server.cli(...) (redis-cli -p PORT ...).
+
+Handler tests: write_handler(hdir, name, text) writes a file atomically; the
+`hdir` fixture is an empty handlers directory and `start({file: text},
+**options)` a hub serving it (srv.hdir is the directory); hub_call /
+hub_call_error run HUB.CALL and return the reply or the error text.
 """
 import os
 import shutil
@@ -691,3 +696,49 @@ def wait_for(predicate, timeout=IO_TIMEOUT, interval=0.01, what="condition"):
             return last
         time.sleep(interval)
     raise AssertionError("timed out after %.1fs waiting for %s (last value %r)" % (timeout, what, last))
+
+
+# --------------------------------------------------------------------------
+# Handler files
+# --------------------------------------------------------------------------
+
+def write_handler(hdir, name, text):
+    """Writes <hdir>/<name> atomically (the hub never sees half a file)."""
+    path = os.path.join(str(hdir), name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp~"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+@pytest.fixture
+def hdir(tmp_path):
+    d = tmp_path / "handlers"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def start(server_factory, hdir):
+    """start({file: text}, **options) -> a hub serving those handlers."""
+    def run(files, **options):
+        for name, text in files.items():
+            write_handler(hdir, name, text)
+        s = server_factory(config=options or None, handlers_dir=str(hdir))
+        s.hdir = hdir
+        return s
+    return run
+
+
+def hub_call(r, name, payload=""):
+    """HUB.CALL through redis-py: the reply as str."""
+    v = r.execute_command("HUB.CALL", name, payload)
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def hub_call_error(r, name, payload=""):
+    """HUB.CALL that must fail: the error text."""
+    with pytest.raises(redis.ResponseError) as e:
+        r.execute_command("HUB.CALL", name, payload)
+    return str(e.value)

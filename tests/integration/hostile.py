@@ -17,7 +17,6 @@ Bounds: tests pass `max_stall` in seconds; STALL_BOUND is a default that
 leaves room for a noisy shared 2-core machine and the sanitizer build, while
 still failing by orders of magnitude on the stalls containment removes (those
 were seconds to hours)."""
-import os
 import socket
 import threading
 import time

@@ -10,16 +10,9 @@ import time
 import pytest
 
 from conftest import Status, flat_to_dict
+from conftest import write_handler as write
 
 pytestmark = pytest.mark.hub_only
-
-
-def write(hdir, name, text):
-    path = os.path.join(str(hdir), name)
-    tmp = path + ".tmp~"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def wait_for(fn, timeout=20.0):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import (IS_ASAN, IS_REDIS, ConnectionClosed, Error, RawClient, Status, encode_command,
+from conftest import (IS_ASAN, ConnectionClosed, Error, RawClient, Status, encode_command,
                       free_port, wait_for)
 from hostile import Watchdog
 

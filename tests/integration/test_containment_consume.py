@@ -2,22 +2,15 @@
 bounded by max_deliveries), one that burns its time slice on every entry,
 and a 100k-entry backlog (also cold, read back through the store's reader
 thread): the loop keeps answering PING within the Watchdog's bound."""
-import os
 import time
 
 import pytest
 
 from conftest import IS_ASAN
+from conftest import write_handler as write
 from hostile import Watchdog
 
 pytestmark = pytest.mark.hub_only
-
-
-def write(hdir, name, text):
-    path = os.path.join(str(hdir), name)
-    with open(path + ".tmp~", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp~", path)
 
 
 def wait_for(fn, timeout=60.0):

@@ -1,53 +1,18 @@
 """Containment of handler Lua code: nothing a handler runs may stall or crash
 the hub. Each hostile case runs inside the watchdog (hostile.py), which
 measures the longest PING round trip and the RSS while it runs."""
-import os
 import subprocess
 
 import pytest
 import redis
 
 from conftest import HUB_BIN, IS_ASAN, wait_for
+from conftest import write_handler as write, hub_call as call, hub_call_error as call_error
 from hostile import STALL_BOUND, Watchdog
 
 # The slice is 50 ms; a case may also spend one full collection of a
 # handler's heap, and the sanitizer build is several times slower.
 SLICE_STALL = STALL_BOUND
-
-
-def write(hdir, name, text):
-    path = os.path.join(str(hdir), name)
-    tmp = path + ".tmp~"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-@pytest.fixture
-def hdir(tmp_path):
-    d = tmp_path / "handlers"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def start(server_factory, hdir):
-    def run(files, **options):
-        for name, text in files.items():
-            write(hdir, name, text)
-        return server_factory(config=options or None, handlers_dir=str(hdir))
-    return run
-
-
-def call(r, name, payload=""):
-    v = r.execute_command("HUB.CALL", name, payload)
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def call_error(r, name, payload=""):
-    with pytest.raises(redis.ResponseError) as e:
-        r.execute_command("HUB.CALL", name, payload)
-    return str(e.value)
 
 
 def listener(name, body):

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from conftest import IS_ASAN, wait_for
+from conftest import write_handler as write
 from hostile import STALL_BOUND, Watchdog, rss_bytes
 
 pytestmark = pytest.mark.hub_only
@@ -16,27 +17,6 @@ MB = 1024 * 1024
 # ASan's allocator keeps freed memory in quarantine: RSS bounds hold for the
 # plain build only (the sanitizer build still checks liveness and latency).
 RSS_CHECKED = not IS_ASAN
-
-
-def write(hdir, name, text):
-    """Writes <hdir>/<name> atomically (the hub never sees half a file)."""
-    path = os.path.join(str(hdir), name)
-    tmp = path + ".tmp~"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-@pytest.fixture
-def start(server_factory, tmp_path):
-    """start({file: text}, **options) -> a hub serving those handlers."""
-    def run(files, **options):
-        hdir = tmp_path / "handlers"
-        hdir.mkdir(exist_ok=True)
-        for name, text in files.items():
-            write(hdir, name, text)
-        return server_factory(config=options or None, handlers_dir=str(hdir))
-    return run
 
 
 def handler_info(r, name):

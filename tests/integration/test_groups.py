@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import ConnectionClosed, Error, Push, encode_command, wait_for
+from conftest import Error, Push, encode_command, wait_for
 
 pytestmark = pytest.mark.hub_only
 

@@ -9,7 +9,6 @@ import threading
 
 import pytest
 
-from conftest import wait_for
 from test_groups import drain, join
 from test_handlers import handlers, reload, write
 

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from conftest import IO_TIMEOUT, wait_for
+from conftest import write_handler as write
 
 pytestmark = pytest.mark.hub_only
 
@@ -18,33 +19,6 @@ pytestmark = pytest.mark.hub_only
 # --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
-
-def write(hdir, name, text):
-    """Writes <hdir>/<name> atomically (the hub never sees half a file)."""
-    path = os.path.join(str(hdir), name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp~"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-@pytest.fixture
-def hdir(tmp_path):
-    d = tmp_path / "handlers"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def start(server_factory, hdir):
-    """start({file: text}, **options) -> a hub serving those handlers."""
-    def run(files, **options):
-        for name, text in files.items():
-            write(hdir, name, text)
-        return server_factory(config=options or None, handlers_dir=str(hdir))
-    return run
-
 
 def handlers(r):
     """HUB.HANDLERS (RESP2) as {name: {field: value}} with str values."""

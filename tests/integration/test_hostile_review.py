@@ -5,45 +5,10 @@ behaviour it proves; each was first seen failing on the code before its fix."""
 import os
 
 import pytest
-import redis
 
 from conftest import IS_ASAN
+from conftest import hub_call as call, hub_call_error as call_error
 from hostile import STALL_BOUND, Watchdog
-
-
-def write(hdir, name, text):
-    path = os.path.join(str(hdir), name)
-    tmp = path + ".tmp~"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-@pytest.fixture
-def hdir(tmp_path):
-    d = tmp_path / "handlers"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def start(server_factory, hdir):
-    def run(files, **options):
-        for name, text in files.items():
-            write(hdir, name, text)
-        return server_factory(config=options or None, handlers_dir=str(hdir))
-    return run
-
-
-def call(r, name, payload=""):
-    v = r.execute_command("HUB.CALL", name, payload)
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def call_error(r, name, payload=""):
-    with pytest.raises(redis.ResponseError) as e:
-        r.execute_command("HUB.CALL", name, payload)
-    return str(e.value)
 
 
 def listener(name, body, setup=""):

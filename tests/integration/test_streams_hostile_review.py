@@ -5,11 +5,10 @@ the behaviour it proves; each hub_only one was first seen failing on the
 code before its fix (or is an xfail naming what remains)."""
 import os
 import sqlite3
-import time
 
 import pytest
 
-from conftest import Error, IS_HUB, RawClient, flat_to_dict, free_port
+from conftest import Error, IS_HUB, RawClient, free_port
 from hostile import STALL_BOUND, Watchdog
 
 hub_only = pytest.mark.hub_only
