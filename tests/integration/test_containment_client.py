@@ -136,7 +136,7 @@ def test_out_of_file_descriptors_backs_off(workdir):
     with open(err, "wb") as fe:
         p = subprocess.Popen([HUB_BIN, "--port", str(port), "--bind", "127.0.0.1", "--handlers", hdir,
                               "--maxclients", "1000"],
-                             stdout=fe, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             stdout=fe, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir,
                              preexec_fn=_limit_fds(64))
     socks = []
     try:
