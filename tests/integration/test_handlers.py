@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from conftest import IO_TIMEOUT, wait_for
-from conftest import write_handler as write
+from conftest import hub_call as call, hub_call_error as call_error, write_handler as write
 
 pytestmark = pytest.mark.hub_only
 
@@ -35,17 +35,6 @@ def handlers(r):
             d[k] = v
         out[d["name"]] = d
     return out
-
-
-def call(r, name, payload=""):
-    v = r.execute_command("HUB.CALL", name, payload)
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def call_error(r, name, payload=""):
-    with pytest.raises(redis.ResponseError) as e:
-        r.execute_command("HUB.CALL", name, payload)
-    return str(e.value)
 
 
 def reload(r, *args):
