@@ -137,6 +137,30 @@ def test_bad_option_flag_fails_startup_naming_the_key(spawn, workdir, args, key)
 
 
 @pytest.mark.hub_only
+@pytest.mark.parametrize("args,key", [
+    (["--dir", ""], "dir"),
+    (["--dir", "d" * 5000], "dir"),
+    (["--durability", "sometimes"], "durability"),
+    (["--stream-cache-memory", "lots"], "stream-cache-memory"),
+    (["--stream-max-pending", "0"], "stream-max-pending"),
+    (["--handler-queue-memory", "1"], "handler-queue-memory"),
+    (["--handler-max-draining", "-1"], "handler-max-draining"),
+    (["--pattern-max-len", "0"], "pattern-max-len"),
+    (["--stats-max-name-len", "x"], "stats-max-name-len"),
+], ids=["dir-empty", "dir-huge", "durability", "cache-size", "pending-zero", "queue-memory-tiny",
+        "draining-negative", "pattern-len-zero", "name-len-word"])
+def test_bad_value_of_the_newer_options_fails_startup_naming_the_key(spawn, workdir, args, key):
+    # the options containment and the stream store added take hostile values
+    # the way the first ones do: a start that names the key, nothing served
+    port = free_port()
+    proc = spawn(["--port", port] + hub_base_args(workdir) + args)
+    rc = proc.wait(EXIT_TIMEOUT)
+    assert rc is not None and rc != 0, "server started despite %r" % (args,)
+    assert key in proc.stderr(), "stderr does not name %r:\n%s" % (key, proc.stderr()[:500])
+    assert not port_is_listening(port)
+
+
+@pytest.mark.hub_only
 @pytest.mark.parametrize("line,key", [
     ("nosuchkey 5", "nosuchkey"),
     ("maxclients many", "maxclients"),
